@@ -1,0 +1,182 @@
+"""`Relevance`: per-module relevance scores with their provenance, saved as safetensors."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+LEVELS = ("weight", "neuron", "head", "token")
+_METADATA_KEY = "hf_sparc.relevance"
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RelevanceInfo:
+    """Where a `Relevance` came from.
+
+    Attributes:
+        method: Attribution method (``"lrp"``, ``"cp-lrp"``, ``"gradient"``, ...), or an
+            expression such as ``"(lrp) - (lrp)"`` for derived relevance.
+        level: ``"weight"``, ``"neuron"``, ``"head"`` or ``"token"``.
+        n_samples: Reference samples averaged over (paper Eq. 1).
+        n_tokens: Explained output tokens summed over all samples.
+        model_name: ``config._name_or_path`` of the attributed model.
+        settings: The attribution settings (objective, absolute, max_length, ...).
+        token_counts: Token level only: number of input tokens per text.
+        token_ids: Token level only: the input token ids per text.
+    """
+
+    method: str
+    level: str
+    n_samples: int
+    n_tokens: int
+    model_name: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    token_counts: list[int] = field(default_factory=list)
+    token_ids: list[list[int]] = field(default_factory=list)
+
+
+class Relevance(Mapping[str, torch.Tensor]):
+    """Relevance scores keyed by module name (as in ``model.named_modules()``).
+
+    Shapes: weight level = the module's weight shape; neuron level = ``[n_neurons]`` (output
+    features of the module); head level = ``[n_heads]`` (keyed by the attention module);
+    token level = one flat tensor of all texts' tokens under the input-embedding module name,
+    split per text with :meth:`per_text`.
+
+    Relevance supports ``a - b``, ``a + b``, ``a * k``, ``a / k``, ``-a`` and ``abs(a)`` with
+    level/key/shape checks, and round-trips through :meth:`save` / :meth:`load` (one
+    safetensors file, metadata in its header, no pickle).
+    """
+
+    def __init__(self, scores: Mapping[str, torch.Tensor], info: RelevanceInfo) -> None:
+        if info.level not in LEVELS:
+            raise ValueError(f"Unknown level {info.level!r}; expected one of {LEVELS}.")
+        self._scores = {name: tensor.detach() for name, tensor in scores.items()}
+        self.info = info
+
+    # -- Mapping -----------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._scores[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._scores)
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    # -- convenience -------------------------------------------------------------------------
+    @property
+    def level(self) -> str:
+        return self.info.level
+
+    @property
+    def method(self) -> str:
+        return self.info.method
+
+    def numel(self) -> int:
+        """Total number of scored components."""
+        return sum(t.numel() for t in self._scores.values())
+
+    def per_text(self) -> list[torch.Tensor]:
+        """Token level: the per-token relevance of each text, in input order."""
+        if self.level != "token":
+            raise ValueError(f"per_text() needs token-level relevance, this is {self.level}-level.")
+        (flat,) = self._scores.values()
+        return list(torch.split(flat, self.info.token_counts))
+
+    def __repr__(self) -> str:
+        return (
+            f"Relevance(method={self.method!r}, level={self.level!r}, modules={len(self)}, "
+            f"components={self.numel()}, n_samples={self.info.n_samples})"
+        )
+
+    # -- arithmetic --------------------------------------------------------------------------
+    def _check_compatible(self, other: Relevance) -> None:
+        if not isinstance(other, Relevance):
+            raise TypeError(f"Cannot combine Relevance with {type(other).__name__}.")
+        if self.level != other.level:
+            raise ValueError(f"Cannot combine {self.level}-level with {other.level}-level relevance.")
+        if set(self) != set(other):
+            missing = sorted(set(self) ^ set(other))[:5]
+            raise ValueError(f"Relevance covers different modules; e.g. only one side has {missing}.")
+        for name in self:
+            if self[name].shape != other[name].shape:
+                raise ValueError(
+                    f"Shape mismatch for {name}: {tuple(self[name].shape)} vs {tuple(other[name].shape)}."
+                )
+
+    def _combine(self, other: Relevance, op: str) -> Relevance:
+        self._check_compatible(other)
+        fn = torch.sub if op == "-" else torch.add
+        scores = {name: fn(self[name], other[name]) for name in self}
+        info = replace(
+            self.info,
+            method=f"({self.method}) {op} ({other.method})",
+            n_samples=self.info.n_samples + other.info.n_samples,
+            n_tokens=self.info.n_tokens + other.info.n_tokens,
+        )
+        return Relevance(scores, info)
+
+    def __sub__(self, other: Relevance) -> Relevance:
+        return self._combine(other, "-")
+
+    def __add__(self, other: Relevance) -> Relevance:
+        return self._combine(other, "+")
+
+    def _map(self, fn, label: str) -> Relevance:
+        return Relevance({n: fn(t) for n, t in self.items()}, replace(self.info, method=label))
+
+    def __mul__(self, factor: float) -> Relevance:
+        return self._map(lambda t: t * factor, f"{factor} * ({self.method})")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, factor: float) -> Relevance:
+        return self._map(lambda t: t / factor, f"({self.method}) / {factor}")
+
+    def __neg__(self) -> Relevance:
+        return self._map(torch.neg, f"-({self.method})")
+
+    def __abs__(self) -> Relevance:
+        return self._map(torch.abs, f"|{self.method}|")
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one ``.safetensors`` file (atomically: temp file + rename)."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        meta = {_METADATA_KEY: json.dumps({"format": _FORMAT_VERSION, **asdict(self.info)})}
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            save_file({n: t.contiguous().cpu() for n, t in self.items()}, tmp, metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Relevance:
+        """Read a file written by :meth:`save`. Never unpickles anything."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No relevance file at {path}.")
+        try:
+            with safe_open(path, framework="pt") as handle:
+                header = (handle.metadata() or {}).get(_METADATA_KEY)
+                scores = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        except Exception as error:  # safetensors raises several types for corrupt files
+            raise ValueError(f"{path} is not a readable safetensors relevance file: {error}") from error
+        if header is None:
+            raise ValueError(f"{path} has no hf_sparc relevance metadata; was it written by Relevance.save?")
+        meta = json.loads(header)
+        meta.pop("format", None)
+        return cls(scores, RelevanceInfo(**meta))
