@@ -31,6 +31,8 @@ class RelevanceInfo:
         settings: The attribution settings (objective, absolute, max_length, ...).
         token_counts: Token level only: number of input tokens per text.
         token_ids: Token level only: the input token ids per text.
+        outputs: Gradient-based methods: the explained output (e.g. summed target logits) of
+            each text, in input order — what the relevance of each text decomposes.
     """
 
     method: str
@@ -41,6 +43,7 @@ class RelevanceInfo:
     settings: dict[str, Any] = field(default_factory=dict)
     token_counts: list[int] = field(default_factory=list)
     token_ids: list[list[int]] = field(default_factory=list)
+    outputs: list[float] = field(default_factory=list)
 
 
 class Relevance(Mapping[str, torch.Tensor]):

@@ -12,11 +12,26 @@ from hf_sparc.architectures.base import ArchitectureSpec
 from hf_sparc.architectures.gemma3 import GEMMA3
 from hf_sparc.architectures.gpt2 import GPT2
 from hf_sparc.architectures.llama import LLAMA
+from hf_sparc.architectures.modules import (
+    attention_output_name,
+    decoder_layers,
+    is_projection,
+    layer_part_names,
+)
 from hf_sparc.architectures.opt import OPT
 
 _REGISTRY: tuple[ArchitectureSpec, ...] = (LLAMA, OPT, GPT2, GEMMA3)
 
-__all__ = ["ArchitectureSpec", "get_architecture", "supported_model_types", "unwrap_model"]
+__all__ = [
+    "ArchitectureSpec",
+    "attention_output_name",
+    "decoder_layers",
+    "get_architecture",
+    "is_projection",
+    "layer_part_names",
+    "supported_model_types",
+    "unwrap_model",
+]
 
 
 def supported_model_types() -> list[str]:

@@ -1,0 +1,175 @@
+"""Tiny random models and a tiny tokenizer, built from configs (never downloaded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma3TextConfig,
+    GPT2Config,
+    LlamaConfig,
+    MistralConfig,
+    OPTConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
+)
+
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "and",
+    "ran",
+    "to",
+    "house",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "is",
+    "was",
+    "very",
+    "not",
+    "good",
+    "bad",
+    "you",
+    "we",
+    "they",
+    "he",
+    "she",
+    "it",
+    "said",
+    "says",
+    "hello",
+    "world",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+]
+
+TEXTS = [
+    "the cat sat on the mat",
+    "a dog ran to the big red house",
+    "hello world",
+    "you said the blue cat was very good",
+    "one two three four five one two three",
+    "she says it is not bad",
+    "they ran",
+    "the small dog and the big cat sat on a mat and said hello",
+]
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+VOCAB = len(WORDS) + 4
+
+CONFIGS = {
+    "llama": lambda **kw: LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        **kw,
+    ),
+    "mistral": lambda **kw: MistralConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        **kw,
+    ),
+    "qwen2": lambda **kw: Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        **kw,
+    ),
+    "qwen3": lambda **kw: Qwen3Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        head_dim=8,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        **kw,
+    ),
+    "opt": lambda **kw: OPTConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        ffn_dim=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        word_embed_proj_dim=32,
+        **kw,
+    ),
+    "gpt2": lambda **kw: GPT2Config(
+        vocab_size=VOCAB,
+        n_embd=32,
+        n_inner=48,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        bos_token_id=2,
+        eos_token_id=3,
+        **kw,
+    ),
+    "gemma3": lambda **kw: Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        head_dim=8,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        sliding_window=4,
+        **kw,
+    ),
+}
+
+
+def make_model(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32, **config_kwargs):
+    """A tiny random ``*ForCausalLM`` of ``arch`` in eval mode."""
+    torch.manual_seed(seed)
+    config = CONFIGS[arch](**config_kwargs)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return make_tokenizer()
+
+
+@pytest.fixture
+def texts() -> list[str]:
+    return list(TEXTS)
