@@ -6,15 +6,32 @@ with general behaviour, and ship the cut as a PEFT-style mask adapter.
 
 from hf_sparc.architectures import supported_model_types
 from hf_sparc.attribution import attribute, lrp_rules
+from hf_sparc.export import export_ia3, export_merged, save_adapter
+from hf_sparc.hub import model_card, push_to_hub
+from hf_sparc.masks import Masks, MaskSummary
 from hf_sparc.relevance import Relevance, RelevanceInfo
+from hf_sparc.selection import select, select_contrastive
+from hf_sparc.tuner import SparcAdapterConfig
+from hf_sparc.tuner.model import apply_masks
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MaskSummary",
+    "Masks",
     "Relevance",
     "RelevanceInfo",
+    "SparcAdapterConfig",
     "__version__",
+    "apply_masks",
     "attribute",
+    "export_ia3",
+    "export_merged",
     "lrp_rules",
+    "model_card",
+    "push_to_hub",
+    "save_adapter",
+    "select",
+    "select_contrastive",
     "supported_model_types",
 ]

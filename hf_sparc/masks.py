@@ -1,0 +1,215 @@
+"""`Masks`: which components of which modules to prune, with where that choice came from."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+MASK_LEVELS = ("weight", "neuron", "head")
+
+
+def check_indices(indices: Any, size: int, where: str) -> torch.Tensor:
+    """Validate pruning indices for one module and return them as a 1-D int64 CPU-or-device tensor.
+
+    Indices must be integers, strictly increasing (sorted, no duplicates) and within ``[0, size)``.
+    Anything else raises ``ValueError`` naming ``where``: a wrong index is never ignored, because it
+    would silently prune the wrong unit.
+    """
+    if not isinstance(indices, torch.Tensor):
+        raise ValueError(f"{where}: indices must be a tensor, got {type(indices).__name__}.")
+    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+        raise ValueError(f"{where}: indices must be integers, got dtype {indices.dtype}.")
+    if indices.dim() != 1:
+        raise ValueError(f"{where}: indices must be 1-D, got shape {tuple(indices.shape)}.")
+    indices = indices.to(torch.int64)
+    if indices.numel() == 0:
+        return indices
+    low, high = int(indices.min()), int(indices.max())
+    if low < 0 or high >= size:
+        bad = low if low < 0 else high
+        raise ValueError(f"{where}: index {bad} is out of range for {size} components.")
+    if indices.numel() > 1:
+        steps = indices[1:] - indices[:-1]
+        if bool((steps <= 0).any()):
+            position = int(torch.nonzero(steps <= 0)[0])
+            kind = "duplicated" if int(steps[position]) == 0 else "unsorted"
+            raise ValueError(
+                f"{where}: indices must be sorted and unique; index {int(indices[position + 1])} at "
+                f"position {position + 1} is {kind}."
+            )
+    return indices
+
+
+@dataclass(frozen=True)
+class ModuleSummary:
+    """One row of :meth:`Masks.summary`: how much of one module is pruned."""
+
+    module: str
+    pruned: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.pruned / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class MaskSummary:
+    """Per-module pruning counts of a :class:`Masks`; ``str()`` gives a plain table.
+
+    Attributes:
+        level: ``"weight"``, ``"neuron"`` or ``"head"``.
+        rows: One :class:`ModuleSummary` per module in scope, in module order.
+    """
+
+    level: str
+    rows: tuple[ModuleSummary, ...]
+
+    @property
+    def pruned(self) -> int:
+        return sum(row.pruned for row in self.rows)
+
+    @property
+    def total(self) -> int:
+        return sum(row.total for row in self.rows)
+
+    @property
+    def fraction(self) -> float:
+        return self.pruned / self.total if self.total else 0.0
+
+    def _table(self) -> list[tuple[str, str, str, str]]:
+        body = [(r.module, str(r.pruned), str(r.total), f"{100 * r.fraction:.3f}%") for r in self.rows]
+        return [*body, ("total", str(self.pruned), str(self.total), f"{100 * self.fraction:.3f}%")]
+
+    def to_markdown(self) -> str:
+        """A markdown table (used in model cards)."""
+        lines = [f"| module | pruned {self.level}s | of | fraction |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| `{m}` | {p} | {t} | {f} |" for m, p, t, f in self._table()]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        rows = [("module", f"pruned {self.level}s", "of", "fraction"), *self._table()]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = []
+        for row in rows:
+            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+            lines.append("  ".join(cells))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Masks(Mapping[str, torch.Tensor]):
+    """Components to prune, per module.
+
+    A ``Mapping`` from module name to the sorted, unique ``int64`` indices of the pruned
+    components of that module; modules with nothing pruned are not keys (but are in ``shapes``).
+    What an index means depends on ``level``:
+
+    - ``"neuron"``: an output feature of the module (a row of an ``nn.Linear`` weight, a column of
+      a GPT-2 ``Conv1D`` weight, plus its bias entry);
+    - ``"head"``: a head id, keyed by the attention module (e.g. ``model.layers.0.self_attn``);
+    - ``"weight"``: a flat position in ``module.weight.flatten()``.
+
+    ``len(masks)`` is the number of modules with something pruned; :meth:`total` is the number of
+    pruned components and :meth:`size` the number of components in scope.
+
+    Attributes:
+        level: ``"weight"``, ``"neuron"`` or ``"head"``.
+        indices: Module name -> pruned indices (sorted, unique, int64).
+        shapes: Module name -> shape of the scored components (weight shape, ``(n_neurons,)`` or
+            ``(n_heads,)``) for every module that was in scope, pruned or not.
+        method: Attribution method of the relevance the selection was made from.
+        rule: The selection rule, e.g. ``"select(keep='highest', scope='global', count=100)"``.
+        model_name: Name of the attributed model.
+        n_samples: Reference samples the relevance was averaged over.
+        settings: Attribution settings (objective, reference data, ...), kept for the model card.
+    """
+
+    level: str
+    indices: Mapping[str, torch.Tensor]
+    shapes: Mapping[str, tuple[int, ...]]
+    method: str = ""
+    rule: str = ""
+    model_name: str = ""
+    n_samples: int = 0
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.level not in MASK_LEVELS:
+            raise ValueError(f"Unknown mask level {self.level!r}; expected one of {MASK_LEVELS}.")
+        shapes = {name: tuple(int(d) for d in shape) for name, shape in self.shapes.items()}
+        checked = {}
+        for name, idx in self.indices.items():
+            if name not in shapes:
+                raise ValueError(f"Masks for module {name!r} have no entry in `shapes`.")
+            checked[name] = check_indices(idx, math.prod(shapes[name]), f"Masks[{name!r}]").cpu()
+        # frozen dataclass: normalise through object.__setattr__ once, at construction
+        object.__setattr__(self, "shapes", shapes)
+        object.__setattr__(self, "indices", {n: t for n, t in checked.items() if t.numel()})
+        object.__setattr__(self, "settings", dict(self.settings))
+
+    # -- Mapping -----------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.indices[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    # -- counts ------------------------------------------------------------------------------
+    def total(self) -> int:
+        """Number of pruned components over all modules."""
+        return sum(t.numel() for t in self.indices.values())
+
+    def size(self) -> int:
+        """Number of components in scope (pruned or not) over all modules."""
+        return sum(math.prod(shape) for shape in self.shapes.values())
+
+    def summary(self) -> MaskSummary:
+        """Pruned count, total count and fraction per module in scope (``str()`` it for a table)."""
+        rows = tuple(
+            ModuleSummary(name, self.indices[name].numel() if name in self.indices else 0, math.prod(shape))
+            for name, shape in self.shapes.items()
+        )
+        return MaskSummary(self.level, rows)
+
+    def union(self, other: Masks) -> Masks:
+        """Masks pruning everything either ``self`` or ``other`` prunes (same level and shapes)."""
+        if not isinstance(other, Masks):
+            raise TypeError(f"Cannot unite Masks with {type(other).__name__}.")
+        if other.level != self.level:
+            raise ValueError(f"Cannot unite {self.level}-level with {other.level}-level masks.")
+        for name in self.shapes.keys() & other.shapes.keys():
+            if self.shapes[name] != other.shapes[name]:
+                raise ValueError(
+                    f"Shape mismatch for {name}: {self.shapes[name]} vs {other.shapes[name]}; "
+                    "were these masks selected on different models?"
+                )
+        names = [*self.shapes, *(n for n in other.shapes if n not in self.shapes)]
+        indices = {}
+        for name in names:
+            parts = [m.indices[name] for m in (self, other) if name in m.indices]
+            if parts:
+                indices[name] = torch.unique(torch.cat(parts))
+        return Masks(
+            level=self.level,
+            indices=indices,
+            shapes={n: self.shapes.get(n, other.shapes.get(n)) for n in names},
+            method=self.method if self.method == other.method else f"{self.method} | {other.method}",
+            rule=f"union({self.rule}, {other.rule})",
+            model_name=self.model_name or other.model_name,
+            n_samples=self.n_samples + other.n_samples,
+            settings={**other.settings, **self.settings},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Masks(level={self.level!r}, modules={len(self)}, pruned={self.total()} of {self.size()}, "
+            f"rule={self.rule!r})"
+        )

@@ -1,0 +1,233 @@
+"""Choose what to prune from relevance scores (paper Eq. 2, 3 and 7).
+
+``select`` prunes the least relevant components (``keep="highest"``, compression) or the most
+relevant ones (``keep="lowest"``, circuit-style); ``select_contrastive`` prunes the components
+whose relevance for the undesired behaviour most exceeds their relevance for general behaviour.
+Ties are broken by module order, then by index, so the same scores always give the same masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from hf_sparc.architectures import unwrap_model
+from hf_sparc.masks import MASK_LEVELS, Masks
+from hf_sparc.relevance import Relevance
+
+Keep = Literal["highest", "lowest"]
+Scope = Literal["global", "layer", "row"]
+_SCOPES = ("global", "layer", "row")
+
+
+def select(
+    rel: Relevance,
+    *,
+    count: int | None = None,
+    fraction: float | None = None,
+    keep: Keep = "highest",
+    scope: Scope = "global",
+    model: nn.Module | None = None,
+) -> Masks:
+    """Select components to prune from relevance scores.
+
+    Args:
+        rel: Weight-, neuron- or head-level relevance.
+        count: Number of components to prune in total (give this or ``fraction``).
+        fraction: Share of all scored components to prune, in ``(0, 1)``.
+        keep: ``"highest"`` keeps the most relevant components, i.e. prunes the ``count`` lowest
+            scores (compression, paper Eq. 2); ``"lowest"`` prunes the highest scores.
+        scope: ``"global"`` ranks all components of all modules together; ``"layer"`` prunes the
+            same share of every module; ``"row"`` (weight level) the same share of every output
+            row, Wanda-style. With ``"layer"``/``"row"`` the total is split in proportion to
+            size (largest remainder), so exactly ``count`` components are pruned.
+        model: Needed for ``scope="row"`` only: tells which weights are GPT-2 ``Conv1D``
+            (stored ``[in, out]``, so an output row is a column).
+
+    Returns:
+        The :class:`~hf_sparc.Masks` to prune.
+
+    Raises:
+        ValueError: invalid ``count``/``fraction``/``keep``/``scope``, unsupported level, or
+            NaN/Inf scores (the message names the module).
+    """
+    if keep not in ("highest", "lowest"):
+        raise ValueError(f"keep must be 'highest' or 'lowest', got {keep!r}.")
+    amount = f"count={count}" if count is not None else f"fraction={fraction}"
+    rule = f"select(keep={keep!r}, scope={scope!r}, {amount})"
+    sign = 1.0 if keep == "highest" else -1.0
+    return _select(rel, sign, count, fraction, scope, model, rule)
+
+
+def select_contrastive(
+    undesired: Relevance,
+    general: Relevance,
+    *,
+    count: int | None = None,
+    fraction: float | None = None,
+    scope: Scope = "global",
+    model: nn.Module | None = None,
+) -> Masks:
+    """Prune the components specific to an undesired behaviour (paper Eq. 7).
+
+    Computes ``R_diff = general - undesired`` per component and prunes the ``count`` most
+    negative ones: those far more relevant to the undesired behaviour than to general use.
+
+    Args:
+        undesired: Relevance on the reference texts of the behaviour to remove.
+        general: Relevance on general texts, same level and modules.
+        count, fraction, scope, model: As in :func:`select`.
+    """
+    diff = general - undesired
+    amount = f"count={count}" if count is not None else f"fraction={fraction}"
+    rule = f"select_contrastive(scope={scope!r}, {amount})"
+    return _select(diff, 1.0, count, fraction, scope, model, rule)
+
+
+def _select(
+    rel: Relevance,
+    sign: float,
+    count: int | None,
+    fraction: float | None,
+    scope: str,
+    model: nn.Module | None,
+    rule: str,
+) -> Masks:
+    if rel.level not in MASK_LEVELS:
+        raise ValueError(f"Cannot select from {rel.level}-level relevance; use weight, neuron or head level.")
+    if scope not in _SCOPES:
+        raise ValueError(f"scope must be one of {_SCOPES}, got {scope!r}.")
+    if len(rel) == 0:
+        raise ValueError("The relevance holds no modules to select from.")
+    expected_dim = 2 if rel.level == "weight" else 1
+    for name, scores in rel.items():
+        if scores.dim() != expected_dim:
+            shape = tuple(scores.shape)
+            raise ValueError(f"{rel.level}-level relevance of {name} must be {expected_dim}-D, got {shape}.")
+        if not bool(torch.isfinite(scores).all()):
+            raise ValueError(f"Relevance of {name} contains NaN or Inf; cannot rank it.")
+
+    names = list(rel)
+    # float64: R_diff of two float32 sums can differ in the last bits only, which must still rank
+    scores = [sign * rel[name].detach().to("cpu", torch.float64) for name in names]
+    if scope == "row":
+        if rel.level != "weight":
+            raise ValueError(f"scope='row' needs weight-level relevance, this is {rel.level}-level.")
+        if model is None:
+            raise ValueError(
+                "scope='row' needs model=... to know each weight's output dimension "
+                "(GPT-2 Conv1D weights are stored [in, out])."
+            )
+        base = unwrap_model(model)
+        transposed = [isinstance(_base_layer(base.get_submodule(name)), Conv1D) for name in names]
+        # one "unit" per output row: rows of [out, in], columns of a Conv1D's [in, out]
+        units = [s.t() if t else s for s, t in zip(scores, transposed, strict=True)]
+    else:
+        units = scores
+
+    available = sum(s.numel() for s in scores)
+    k = _amount(count, fraction, available)
+    if scope == "global":
+        picked = _lowest_global(scores, k)
+    elif scope == "layer":
+        quotas = _apportion(k, torch.tensor([s.numel() for s in scores]))
+        picked = [_lowest_in(s.flatten(), int(q)) for s, q in zip(scores, quotas, strict=True)]
+    else:
+        row_sizes = torch.cat([torch.full((u.shape[0],), u.shape[1]) for u in units])
+        quotas = torch.split(_apportion(k, row_sizes), [u.shape[0] for u in units])
+        picked = []
+        for s, t, u, quota in zip(scores, transposed, units, quotas, strict=True):
+            cols = _lowest_per_row(u, quota)
+            rows = torch.repeat_interleave(torch.arange(u.shape[0]), quota)
+            # back to flat ids of the weight as stored
+            flat = cols * s.shape[1] + rows if t else rows * s.shape[1] + cols
+            picked.append(flat.sort().values)
+
+    return Masks(
+        level=rel.level,
+        indices={name: idx for name, idx in zip(names, picked, strict=True) if idx.numel()},
+        shapes={name: tuple(rel[name].shape) for name in names},
+        method=rel.method,
+        rule=rule,
+        model_name=rel.info.model_name,
+        n_samples=rel.info.n_samples,
+        settings=rel.info.settings,
+    )
+
+
+def _base_layer(module: nn.Module) -> nn.Module:
+    get_base = getattr(module, "get_base_layer", None)
+    return get_base() if callable(get_base) else module
+
+
+def _amount(count: int | None, fraction: float | None, available: int) -> int:
+    """Validate ``count``/``fraction`` and return the number of components to prune."""
+    if (count is None) == (fraction is None):
+        raise ValueError("Pass exactly one of count= or fraction=.")
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ValueError(f"count must be an int, got {type(count).__name__}.")
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}.")
+        if count > available:
+            raise ValueError(f"count={count} exceeds the {available} components available.")
+        return count
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"fraction must be a number in (0, 1), got {fraction!r}.")
+    k = round(fraction * available)
+    if k < 1:
+        raise ValueError(f"fraction={fraction} of {available} components selects nothing.")
+    return k
+
+
+def _apportion(total: int, sizes: torch.Tensor) -> torch.Tensor:
+    """Split ``total`` over units in proportion to ``sizes`` (largest remainder, ties by order)."""
+    grand = int(sizes.sum())
+    numerators = total * sizes.to(torch.int64)
+    quotas = numerators // grand
+    remainders = numerators % grand
+    leftover = total - int(quotas.sum())
+    # stable sort on -remainder: equal remainders go to earlier units first
+    order = torch.sort(-remainders, stable=True).indices[:leftover]
+    quotas[order] += 1
+    return quotas
+
+
+def _lowest_in(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Sorted indices of the ``k`` lowest values; ties at the cut go to the lower index."""
+    if k == 0:
+        return torch.empty(0, dtype=torch.int64)
+    # k-th value by selection (linear time, no full sort of a possibly huge weight matrix)
+    cut = torch.kthvalue(flat, k).values
+    below = torch.nonzero(flat < cut).flatten()
+    at_cut = torch.nonzero(flat == cut).flatten()[: k - below.numel()]
+    return torch.cat([below, at_cut]).sort().values
+
+
+def _lowest_per_row(units: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+    """Column ids of the ``quota[r]`` lowest entries of each row ``r``, row by row."""
+    order = torch.sort(units, dim=1, stable=True).indices
+    keep = torch.arange(units.shape[1]).expand_as(order) < quota[:, None]
+    cols = torch.where(keep, order, units.shape[1])  # sentinel past the end for unselected
+    cols = cols.sort(dim=1).values
+    return cols[cols < units.shape[1]]
+
+
+def _lowest_global(scores: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """The ``k`` lowest scores over all modules, as sorted flat indices per module.
+
+    Each module first contributes its own ``k`` lowest candidates, so the global ranking never
+    materialises all weights of a large model at once.
+    """
+    candidates = [_lowest_in(s.flatten(), min(k, s.numel())) for s in scores]
+    values = torch.cat([s.flatten()[c] for s, c in zip(scores, candidates, strict=True)])
+    owner = torch.cat([torch.full((c.numel(),), i) for i, c in enumerate(candidates)])
+    # candidates are concatenated in (module order, index) order, so a stable sort breaks ties that way
+    chosen = torch.sort(values, stable=True).indices[:k]
+    flat = torch.cat(candidates)[chosen]
+    who = owner[chosen]
+    return [flat[who == i].sort().values for i in range(len(scores))]

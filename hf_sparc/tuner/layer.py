@@ -1,0 +1,246 @@
+"""`SparcLayer`: an ``nn.Linear`` / GPT-2 ``Conv1D`` with pruning masks applied.
+
+Unmerged, the base weights are never copied: neuron masks zero output features after the
+matmul, head masks zero input features before it, and sparse weight masks subtract the pruned
+elements' contribution. Merging zeroes the pruned weights in place and keeps the original
+values, so unmerging restores them exactly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft.tuners._buffer_dict import BufferDict
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from hf_sparc.masks import check_indices
+
+# Buffers start out as this value until real indices arrive, so an adapter whose indices never
+# got loaded (a file missing a key) is detected instead of pruning unit 0.
+_NOT_LOADED = -1
+
+
+class SparcLayer(nn.Module, BaseTunerLayer):
+    """Wraps one ``nn.Linear`` or ``Conv1D`` and prunes it according to one or more adapters.
+
+    Every adapter stores only its sorted pruned indices (``sparc_indices[adapter]``, int64),
+    whose meaning is given by its level: output features (``"neuron"``), heads at the input
+    (``"head"``, each ``head_dim`` wide) or flat weight positions (``"weight"``). Several active
+    adapters prune the union of their masks.
+    """
+
+    adapter_layer_names = ()
+    other_param_names = ("sparc_indices", "sparc_level", "sparc_group")
+
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        module_name: str,
+        adapter_name: str,
+        level: str,
+        count: int,
+        group: int = 1,
+    ) -> None:
+        super().__init__()
+        if not isinstance(base_layer, (nn.Linear, Conv1D)):
+            raise TypeError(f"SPARC adapters wrap nn.Linear or Conv1D, not {type(base_layer).__name__}.")
+        self.base_layer = base_layer
+        self.module_name = module_name
+        self.transposed = isinstance(base_layer, Conv1D)
+        weight_shape = tuple(base_layer.weight.shape)
+        self.in_features, self.out_features = weight_shape[::-1] if not self.transposed else weight_shape
+        self.sparc_indices = BufferDict(persistent=True)
+        self.sparc_level: dict[str, str] = {}
+        self.sparc_group: dict[str, int] = {}
+        # pruned weight entries (and bias entries) as they were before merge(), per merged adapter
+        self._originals: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        # (tensor identity, version) of the indices last validated, per adapter
+        self._validated: dict[str, tuple[int, int]] = {}
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, level, count, group)
+        self.register_load_state_dict_post_hook(_check_loaded)
+
+    # -- adapters ----------------------------------------------------------------------------
+    def update_layer(self, adapter_name: str, level: str, count: int, group: int = 1) -> None:
+        """Add an adapter slot of ``count`` indices (filled later by ``load_state_dict``)."""
+        device = self.base_layer.weight.device
+        self.sparc_indices[adapter_name] = torch.full((count,), _NOT_LOADED, dtype=torch.int64, device=device)
+        self.sparc_level[adapter_name] = level
+        self.sparc_group[adapter_name] = group
+        self.set_adapter(self.active_adapters)
+
+    def _n_components(self, adapter_name: str) -> int:
+        level = self.sparc_level[adapter_name]
+        if level == "weight":
+            return self.in_features * self.out_features
+        if level == "head":
+            return self.in_features // self.sparc_group[adapter_name]
+        return self.out_features
+
+    def indices(self, adapter_name: str) -> torch.Tensor:
+        """The adapter's pruned indices, validated (once per change) before first use."""
+        tensor = self.sparc_indices[adapter_name]
+        stamp = (id(tensor), tensor._version)
+        if self._validated.get(adapter_name) != stamp:
+            self._check(adapter_name, tensor)
+            self._validated[adapter_name] = stamp
+        return tensor
+
+    def _check(self, adapter_name: str, tensor: torch.Tensor) -> None:
+        where = f"SPARC adapter {adapter_name!r}, module {self.module_name}"
+        if tensor.numel() and bool((tensor == _NOT_LOADED).all()):
+            raise ValueError(f"{where}: indices were never loaded (missing from adapter_model.safetensors?).")
+        check_indices(tensor, self._n_components(adapter_name), where)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        # Validate incoming indices before they are copied into the buffers, so a bad file never
+        # leaves a half-written adapter behind.
+        for adapter_name in self.sparc_indices:
+            key = f"{prefix}sparc_indices.{adapter_name}"
+            if key in state_dict:
+                incoming = state_dict[key]
+                where = f"SPARC adapter {adapter_name!r}, module {self.module_name}"
+                expected = self.sparc_indices[adapter_name].numel()
+                if incoming.dim() == 1 and incoming.numel() != expected:
+                    raise ValueError(
+                        f"{where}: the config announces {expected} indices, the file has {incoming.numel()}."
+                    )
+                check_indices(incoming, self._n_components(adapter_name), where)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+
+    # -- masking -----------------------------------------------------------------------------
+    def features(self, adapter_name: str) -> torch.Tensor:
+        """Neuron level: output features; head level: input features of the pruned heads."""
+        idx = self.indices(adapter_name)
+        group = self.sparc_group[adapter_name]
+        if group == 1:
+            return idx
+        offsets = torch.arange(group, device=idx.device)
+        return (idx[:, None] * group + offsets).flatten()
+
+    def _weight_ids(self, adapter_name: str) -> torch.Tensor:
+        """Flat positions in ``weight.flatten()`` that the adapter zeroes when merged."""
+        level = self.sparc_level[adapter_name]
+        if level == "weight":
+            return self.indices(adapter_name)
+        features = self.features(adapter_name)
+        # neuron = output feature, head = input features; map to the stored weight layout
+        along_rows = (level == "neuron") != self.transposed
+        width = self.base_layer.weight.shape[1]
+        if along_rows:
+            cols = torch.arange(width, device=features.device)
+            return (features[:, None] * width + cols).flatten()
+        rows = torch.arange(self.base_layer.weight.shape[0], device=features.device)
+        return (rows[:, None] * width + features).flatten()
+
+    def _pending(self) -> dict[str, list[str]]:
+        """Active, not merged adapters, grouped by level."""
+        by_level: dict[str, list[str]] = {"neuron": [], "head": [], "weight": []}
+        for name in self.active_adapters:
+            if name in self.sparc_indices and name not in self.merged_adapters:
+                by_level[self.sparc_level[name]].append(name)
+        return by_level
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        pending = self._pending()
+        for name in pending["head"]:
+            x = x.index_fill(-1, self.features(name), 0)
+        if pending["weight"]:
+            result = self._weight_masked_forward(x, pending["weight"])
+        else:
+            result = self.base_layer(x, *args, **kwargs)
+        for name in pending["neuron"]:
+            # the fresh matmul output is ours to modify; index_fill gives exact zeros even for inf inputs
+            result.index_fill_(-1, self.features(name), 0)
+        return result
+
+    def _weight_masked_forward(self, x: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
+        weight, bias = self.base_layer.weight, self.base_layer.bias
+        ids = [self.indices(name) for name in adapter_names]
+        ids = ids[0] if len(ids) == 1 else torch.unique(torch.cat(ids))
+        tokens = x.numel() // x.shape[-1]
+        if tokens * ids.numel() > weight.numel():
+            # Dense mask: one masked copy of the weight costs less than per-token corrections.
+            masked = weight.flatten().index_fill(0, ids, 0).view_as(weight)
+            return _matmul(x, masked, bias, self.transposed)
+        # Sparse mask: subtract x[in] * w for each pruned (out, in) pair instead of copying the weight.
+        result = self.base_layer(x)
+        width = weight.shape[1]
+        rows, cols = ids // width, ids % width
+        out_idx, in_idx = (cols, rows) if self.transposed else (rows, cols)
+        contribution = x[..., in_idx] * weight.flatten()[ids].to(x.dtype)
+        return result.index_add(-1, out_idx, contribution, alpha=-1)
+
+    # -- merging -----------------------------------------------------------------------------
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """Zero the pruned weights (and bias entries of pruned neurons) in place.
+
+        The original values are kept so that :meth:`unmerge` restores them bit for bit.
+        ``safe_merge`` is accepted for PEFT compatibility; zeroing cannot create NaNs.
+        """
+        adapter_names = check_adapters_to_merge(self, adapter_names)
+        weight, bias = self.base_layer.weight, self.base_layer.bias
+        for name in adapter_names:
+            if name not in self.sparc_indices:
+                continue
+            ids = self._weight_ids(name)
+            flat = weight.data.view(-1)
+            saved_bias = None
+            bias_ids = None
+            if self.sparc_level[name] == "neuron" and bias is not None:
+                bias_ids = self.features(name)
+                saved_bias = bias.data[bias_ids].clone()
+                bias.data[bias_ids] = 0
+            self._originals[name] = (flat[ids].clone(), saved_bias)
+            flat[ids] = 0
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        """Restore the exact original values, undoing merges in reverse order."""
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            return
+        weight, bias = self.base_layer.weight, self.base_layer.bias
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            saved_weight, saved_bias = self._originals.pop(name)
+            weight.data.view(-1)[self._weight_ids(name)] = saved_weight.to(weight.device)
+            if saved_bias is not None:
+                bias.data[self.features(name)] = saved_bias.to(bias.device)
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """``merged - original`` weight: minus the pruned entries, zero elsewhere."""
+        weight = self.base_layer.weight
+        ids = self._weight_ids(adapter_name)
+        delta = torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device)
+        delta[ids] = -weight.detach().flatten()[ids]
+        return delta.view_as(weight)
+
+    def __repr__(self) -> str:
+        return "sparc." + super().__repr__()
+
+
+def _matmul(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool
+) -> torch.Tensor:
+    if not transposed:
+        return F.linear(x, weight, bias)
+    # Conv1D stores [in, out] and computes addmm; use the same op so results match bit for bit
+    out = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight)
+    return out.view(*x.shape[:-1], weight.shape[1])
+
+
+def _check_loaded(module: SparcLayer, incompatible_keys: Any) -> None:
+    for adapter_name in module.sparc_indices:
+        module.indices(adapter_name)

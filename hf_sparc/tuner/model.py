@@ -1,0 +1,226 @@
+"""`SparcModel`: the PEFT tuner that injects :class:`SparcLayer` wrappers."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from hf_sparc.architectures import ArchitectureSpec, get_architecture, unwrap_model
+from hf_sparc.masks import Masks
+from hf_sparc.tuner.config import SparcAdapterConfig, shape_fingerprint
+from hf_sparc.tuner.layer import SparcLayer
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+
+def base_weight_shape(module: nn.Module) -> list[int]:
+    """Weight shape of ``module`` as stored, looking through adapter wrappers."""
+    base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+    weight = getattr(base, "weight", None)
+    return list(weight.shape) if weight is not None else []
+
+
+def check_fingerprint(model: nn.Module, config: SparcAdapterConfig) -> None:
+    """Raise ``ValueError`` unless every module the adapter targets exists with the recorded shape.
+
+    Runs before anything is modified, so a refused adapter leaves the base model untouched.
+    """
+    problems = []
+    for name, expected in config.module_shapes.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            problems.append(f"module {name} is missing (adapter expects weight shape {expected})")
+            continue
+        actual = base_weight_shape(module)
+        if actual != list(expected):
+            problems.append(
+                f"module {name}: adapter expects weight shape {list(expected)}, model has {actual}"
+            )
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        raise ValueError(
+            f"This SPARC adapter (made for model_type {config.model_type!r}, fingerprint "
+            f"{config.fingerprint}) does not fit this {model_type!r} model: {shown}. "
+            "The model was not modified."
+        )
+
+
+class SparcModel(BaseTuner):
+    """PEFT tuner for SPARC pruning masks (peft type ``"SPARC"``).
+
+    Wraps exactly the modules listed in the config's ``module_shapes`` with :class:`SparcLayer`,
+    after checking that each one exists with the recorded weight shape.
+    """
+
+    prefix: str = "sparc_"
+    tuner_layer_cls = SparcLayer
+    target_module_mapping: dict[str, list[str]] = {}  # noqa: RUF012 (BaseTuner's interface)
+
+    def _pre_injection_hook(self, model: nn.Module, config: SparcAdapterConfig, adapter_name: str) -> None:
+        check_fingerprint(model, config)
+
+    def _prepare_adapter_config(
+        self, peft_config: SparcAdapterConfig, model_config: dict
+    ) -> SparcAdapterConfig:
+        if not peft_config.module_shapes:
+            raise ValueError("A SPARC adapter config must list its target modules in module_shapes.")
+        return peft_config
+
+    @staticmethod
+    def _check_target_module_exists(peft_config: SparcAdapterConfig, key: str) -> bool:
+        # exact names only: PEFT's suffix matching could also hit a same-named module elsewhere
+        return key in peft_config.module_shapes
+
+    def _create_and_replace(
+        self,
+        peft_config: SparcAdapterConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+    ) -> None:
+        count = peft_config.module_counts[current_key]
+        group = 1
+        if peft_config.level == "head":
+            in_features = base_weight_shape(target)[0 if _is_transposed(target) else 1]
+            if in_features % peft_config.num_heads:
+                raise ValueError(
+                    f"module {current_key}: {in_features} input features do not split into "
+                    f"{peft_config.num_heads} heads."
+                )
+            group = in_features // peft_config.num_heads
+        if isinstance(target, SparcLayer):
+            target.update_layer(adapter_name, peft_config.level, count, group)
+        else:
+            new_module = SparcLayer(target, current_key, adapter_name, peft_config.level, count, group)
+            self._replace_module(parent, target_name, new_module, target)
+
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        # A mask has nothing to train; leave requires_grad of the base model as the user set it.
+        return
+
+
+def _is_transposed(module: nn.Module) -> bool:
+    base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+    return isinstance(base, Conv1D)
+
+
+def _is_peft_model(model: nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def apply_masks(model: nn.Module, masks: Masks, adapter_name: str = "default") -> PeftModel:
+    """Attach ``masks`` to ``model`` as a SPARC PEFT adapter and make it the active adapter.
+
+    Args:
+        model: A supported ``*ForCausalLM`` model, or a ``PeftModel`` around one (the masks are then
+            added as one more adapter; activate several at once with
+            ``peft_model.base_model.set_adapter(["a", "b"])`` to prune their union).
+        masks: From :func:`hf_sparc.select` / :func:`hf_sparc.select_contrastive`. Head-level
+            masks keyed by attention modules act on the input of each attention output projection.
+        adapter_name: PEFT adapter name. With the default name ``save_pretrained(dir)`` writes
+            straight into ``dir``; PEFT puts other names into ``dir/<adapter_name>``.
+
+    Returns:
+        The ``PeftModel``; the base model's weights are not modified until you merge. Its
+        ``save_pretrained`` refuses to overwrite another adapter unless given ``overwrite=True``.
+
+    Raises:
+        ValueError: The masks do not fit the model (the message names the module, expected and
+            actual shape); nothing is modified then.
+    """
+    from peft import get_peft_model, set_peft_model_state_dict
+
+    from hf_sparc.export import guard_save_pretrained
+
+    spec = get_architecture(model)
+    base = unwrap_model(model)
+    config = _adapter_config(base, spec, masks)
+    if _is_peft_model(model):
+        if adapter_name in model.peft_config:
+            raise ValueError(f"The model already has an adapter named {adapter_name!r}.")
+        model.add_adapter(adapter_name, config)
+        peft_model = model
+    else:
+        peft_model = get_peft_model(base, config, adapter_name=adapter_name)
+    targets = {mask_key: target for target, mask_key in config.mask_modules.items()}
+    state = {f"base_model.model.{targets[name]}.sparc_indices": idx for name, idx in masks.items()}
+    set_peft_model_state_dict(peft_model, state, adapter_name=adapter_name)
+    peft_model.set_adapter(adapter_name)
+    guard_save_pretrained(peft_model)
+    return peft_model
+
+
+def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> SparcAdapterConfig:
+    """Build the adapter config for ``masks``, checking every masked module against ``base``."""
+    num_heads = getattr(base.config, "num_attention_heads", None) if masks.level == "head" else None
+    mask_modules, counts, shapes = {}, {}, {}
+    for name, idx in masks.items():
+        target = _target_of(name, spec, masks.level)
+        try:
+            module = base.get_submodule(target)
+        except AttributeError:
+            raise ValueError(
+                f"Masks name module {target}, which this {spec.name} model does not have."
+            ) from None
+        layer = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+        if not isinstance(layer, (nn.Linear, Conv1D)):
+            raise ValueError(
+                f"Module {target} is a {type(layer).__name__}; SPARC masks apply to Linear/Conv1D."
+            )
+        weight_shape = list(layer.weight.shape)
+        expected = masks.shapes[name]
+        if masks.level == "weight":
+            actual: tuple[int, ...] = tuple(weight_shape)
+        elif masks.level == "neuron":
+            actual = (weight_shape[1] if isinstance(layer, Conv1D) else weight_shape[0],)
+        else:
+            actual = (num_heads,)
+        if tuple(expected) != actual:
+            raise ValueError(
+                f"Masks for {name} were selected for shape {tuple(expected)}, the model's {masks.level}s "
+                f"there have shape {actual}."
+            )
+        mask_modules[target], counts[target], shapes[target] = name, idx.numel(), weight_shape
+    return SparcAdapterConfig(
+        task_type="CAUSAL_LM",
+        inference_mode=True,
+        base_model_name_or_path=getattr(base, "name_or_path", None) or None,
+        level=masks.level,
+        target_modules="^(?:" + "|".join(re.escape(t) for t in mask_modules) + ")$",
+        module_counts=counts,
+        module_shapes=shapes,
+        fingerprint=shape_fingerprint(shapes),
+        model_type=base.config.model_type,
+        num_heads=num_heads,
+        mask_modules=mask_modules,
+        provenance={
+            "method": masks.method,
+            "rule": masks.rule,
+            "model_name": masks.model_name,
+            "n_samples": masks.n_samples,
+            "settings": dict(masks.settings),
+        },
+    )
+
+
+def _target_of(mask_key: str, spec: ArchitectureSpec, level: str) -> str:
+    """The module a mask acts on: itself, or for heads the attention's output projection."""
+    if level != "head":
+        return mask_key
+    suffix = "." + spec.attention
+    if not mask_key.endswith(suffix):
+        raise ValueError(
+            f"Head masks must be keyed by attention modules (…{suffix}) for {spec.name}, got {mask_key}."
+        )
+    return mask_key[: -len(spec.attention)] + spec.attention_output

@@ -1,0 +1,476 @@
+"""The SPARC PEFT adapter: masking semantics, merge/unmerge, persistence, loaders, exports, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from sparc_fixtures import masks_for, tiny_model, tokens
+from transformers import AutoModelForCausalLM
+from transformers.pytorch_utils import Conv1D
+
+import hf_sparc
+from hf_sparc import Masks
+from hf_sparc.architectures import get_architecture
+from hf_sparc.tuner import SparcLayer
+
+ARCHS = ["llama", "opt", "gpt2"]
+LEVELS = ["neuron", "head", "weight"]
+
+
+def logits(model, ids=None):
+    with torch.no_grad():
+        return model(ids if ids is not None else tokens()).logits
+
+
+def target_of(model, name: str, level: str) -> str:
+    spec = get_architecture(model)
+    return name[: -len(spec.attention)] + spec.attention_output if level == "head" else name
+
+
+def expected_zeros(model, masks: Masks) -> dict[str, torch.Tensor]:
+    """Parameter name -> boolean mask of the entries the masks must zero (independent re-derivation)."""
+    zeros = {}
+    for name, idx in masks.items():
+        target = target_of(model, name, masks.level)
+        layer = model.get_submodule(target)
+        layer = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+        conv = isinstance(layer, Conv1D)
+        w = torch.zeros_like(layer.weight, dtype=torch.bool)
+        if masks.level == "weight":
+            w.view(-1)[idx] = True
+        elif masks.level == "neuron":
+            if conv:
+                w[:, idx] = True
+            else:
+                w[idx, :] = True
+            if layer.bias is not None:
+                b = torch.zeros_like(layer.bias, dtype=torch.bool)
+                b[idx] = True
+                zeros[f"{target}.bias"] = b
+        else:
+            width = (
+                layer.weight.shape[0] if conv else layer.weight.shape[1]
+            ) // model.config.num_attention_heads
+            feats = (idx[:, None] * width + torch.arange(width)).flatten()
+            if conv:
+                w[feats, :] = True
+            else:
+                w[:, feats] = True
+        zeros[f"{target}.weight"] = w
+    return zeros
+
+
+def plain_params(model) -> dict[str, torch.Tensor]:
+    """Parameters by their names in the un-wrapped model."""
+    return {n.replace(".base_layer", ""): p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("level", LEVELS)
+def test_masking_merge_unmerge_disable(arch, level):
+    model = tiny_model(arch)
+    original = plain_params(model)
+    base_logits = logits(model)
+    masks = masks_for(model, level)
+    peft_model = hf_sparc.apply_masks(model, masks)
+    base = peft_model.get_base_model()
+
+    # unmerged: the pruned units output exact zeros whatever the input
+    seen, pruned, hooks = {}, {}, []
+    for name in masks:
+        layer = base.get_submodule(target_of(base, name, level))
+        assert isinstance(layer, SparcLayer)
+        pruned[name] = layer.features(peft_model.active_adapter)
+        if level == "neuron":
+            hooks.append(layer.register_forward_hook(lambda m, a, out, n=name: seen.__setitem__(n, out)))
+        elif level == "head":
+            hooks.append(
+                layer.base_layer.register_forward_pre_hook(lambda m, a, n=name: seen.__setitem__(n, a[0]))
+            )
+    unmerged = logits(peft_model)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == (0 if level == "weight" else len(masks))
+    for name, value in seen.items():
+        assert torch.count_nonzero(value[..., pruned[name]]) == 0
+        others = torch.ones(value.shape[-1], dtype=torch.bool)
+        others[pruned[name]] = False
+        assert torch.count_nonzero(value[..., others]) > 0
+        if level == "neuron":
+            assert torch.equal(pruned[name], masks[name])
+    assert not torch.equal(unmerged, base_logits)
+    # unmerged never touches the base weights
+    assert all(torch.equal(plain_params(base)[n], original[n]) for n in original)
+
+    # merged: exact zeros where the masks say, every other parameter bit-identical
+    peft_model.merge_adapter()
+    zeros = expected_zeros(base, masks)
+    merged_params = plain_params(base)
+    for name, value in merged_params.items():
+        if name in zeros:
+            assert torch.count_nonzero(value[zeros[name]]) == 0, name
+            assert torch.equal(value[~zeros[name]], original[name][~zeros[name]]), name
+        else:
+            assert torch.equal(value, original[name]), name
+    merged = logits(peft_model)
+    if level == "weight":  # unmerged subtracts the pruned contributions: equal up to rounding
+        torch.testing.assert_close(merged, unmerged)
+    else:
+        assert torch.equal(merged, unmerged)
+
+    # unmerge restores the exact original values
+    peft_model.unmerge_adapter()
+    assert all(torch.equal(v, original[n]) for n, v in plain_params(base).items())
+    assert torch.equal(logits(peft_model), unmerged)
+
+    with peft_model.disable_adapter():
+        assert torch.equal(logits(peft_model), base_logits)
+    assert torch.equal(logits(peft_model), unmerged)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_merge_and_unload_gives_plain_pruned_model(arch):
+    model = tiny_model(arch)
+    masks = masks_for(model, "neuron")
+    peft_model = hf_sparc.apply_masks(model, masks)
+    unmerged = logits(peft_model)
+    plain = peft_model.merge_and_unload()
+    assert not any(isinstance(m, SparcLayer) for m in plain.modules())
+    assert torch.equal(logits(plain), unmerged)
+    for name, zero in expected_zeros(plain, masks).items():
+        assert torch.count_nonzero(plain.get_parameter(name)[zero]) == 0
+
+
+def test_weight_level_dense_masks_use_exact_masked_matmul():
+    # half of each weight pruned: the masked-copy path, which matches merged bit for bit
+    model = tiny_model("llama")
+    masks = masks_for(model, "weight", count=2048)
+    peft_model = hf_sparc.apply_masks(model, masks)
+    unmerged = logits(peft_model)
+    peft_model.merge_adapter()
+    assert torch.equal(logits(peft_model), unmerged)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("level", LEVELS)
+def test_save_load_round_trips_bit_for_bit(arch, level, tmp_path):
+    model = tiny_model(arch)
+    masks = masks_for(model, level)
+    peft_model = hf_sparc.apply_masks(model, masks)
+    expected = logits(peft_model)
+    peft_model.save_pretrained(tmp_path)
+
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "SPARC" and config["level"] == level
+    assert sum(config["module_counts"].values()) == masks.total()
+    assert len(config["fingerprint"]) == 16 and config["module_shapes"]
+    stored = load_file(tmp_path / "adapter_model.safetensors")
+    assert all(t.dtype == torch.int64 for t in stored.values())
+    assert sum(t.numel() for t in stored.values()) == masks.total()
+    assert (tmp_path / "adapter_model.safetensors").stat().st_size <= 8 * masks.total() + 4096
+
+    loaded = PeftModel.from_pretrained(tiny_model(arch), tmp_path)
+    assert torch.equal(logits(loaded), expected)
+
+
+def test_adapter_file_holds_only_indices(tmp_path):
+    model = tiny_model("llama", intermediate=256)
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "neuron", count=100))
+    peft_model.save_pretrained(tmp_path)
+    size = (tmp_path / "adapter_model.safetensors").stat().st_size
+    assert 800 <= size <= 800 + 4096
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_transformers_loaders(arch, tmp_path):
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    tiny_model(arch).save_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "neuron"))
+    expected = logits(peft_model)
+    peft_model.save_pretrained(adapter_dir)
+    assert json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        base_dir
+    )
+
+    auto = AutoModelForCausalLM.from_pretrained(adapter_dir).eval()
+    assert any(isinstance(m, SparcLayer) for m in auto.modules())
+    assert torch.equal(logits(auto), expected)
+
+    plain = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    plain.load_adapter(adapter_dir, adapter_name="sparc")
+    assert torch.equal(logits(plain), expected)
+
+
+def test_two_adapters_prune_their_union(tmp_path):
+    model = tiny_model("llama")
+    detox, norepeat = masks_for(model, "neuron", seed=1), masks_for(model, "neuron", seed=2)
+    peft_model = hf_sparc.apply_masks(model, detox, adapter_name="detox")
+    hf_sparc.apply_masks(peft_model, norepeat, adapter_name="norepeat")
+    assert peft_model.active_adapters == ["norepeat"]
+    peft_model.base_model.set_adapter(["detox", "norepeat"])
+    both = logits(peft_model)
+
+    union = hf_sparc.apply_masks(tiny_model("llama"), detox.union(norepeat))
+    assert torch.equal(both, logits(union))
+    peft_model.merge_adapter()
+    assert torch.equal(logits(peft_model), both)
+    peft_model.unmerge_adapter()
+    assert torch.equal(
+        plain_params(peft_model.get_base_model())["model.layers.0.mlp.up_proj.weight"],
+        plain_params(tiny_model("llama"))["model.layers.0.mlp.up_proj.weight"],
+    )
+
+    # each saved on its own, both loadable onto one model again
+    peft_model.save_pretrained(tmp_path)
+    reloaded = PeftModel.from_pretrained(tiny_model("llama"), tmp_path / "detox", adapter_name="detox")
+    reloaded.load_adapter(tmp_path / "norepeat", adapter_name="norepeat")
+    reloaded.base_model.set_adapter(["detox", "norepeat"])
+    assert torch.equal(logits(reloaded), both)
+
+
+def test_mixed_levels_on_one_model():
+    model = tiny_model("opt")
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "head"), adapter_name="heads")
+    hf_sparc.apply_masks(peft_model, masks_for(model, "weight"), adapter_name="weights")
+    peft_model.base_model.set_adapter(["heads", "weights"])
+    unmerged = logits(peft_model)
+    peft_model.merge_adapter()
+    torch.testing.assert_close(logits(peft_model), unmerged)
+
+
+def test_bf16_base_model(tmp_path):
+    model = tiny_model("llama", dtype=torch.bfloat16)
+    original = plain_params(model)
+    masks = masks_for(model, "neuron")
+    peft_model = hf_sparc.apply_masks(model, masks)
+    unmerged = logits(peft_model)
+    assert unmerged.dtype == torch.bfloat16
+    peft_model.merge_adapter()
+    assert torch.equal(logits(peft_model), unmerged)
+    for name, zero in expected_zeros(peft_model.get_base_model(), masks).items():
+        assert torch.count_nonzero(plain_params(peft_model.get_base_model())[name][zero]) == 0
+    peft_model.unmerge_adapter()
+    assert all(torch.equal(v, original[n]) for n, v in plain_params(peft_model.get_base_model()).items())
+    peft_model.save_pretrained(tmp_path)
+    loaded = PeftModel.from_pretrained(tiny_model("llama", dtype=torch.bfloat16), tmp_path)
+    assert torch.equal(logits(loaded), unmerged)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_export_merged_loads_without_hf_sparc(arch, tmp_path):
+    model = tiny_model(arch)
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "head"))
+    expected = logits(peft_model)
+    before = plain_params(peft_model.get_base_model())
+    hf_sparc.export_merged(peft_model, tmp_path)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert not any(isinstance(m, SparcLayer) for m in plain.modules())
+    assert torch.equal(logits(plain), expected)
+    # the PEFT model is back to unmerged, weights untouched
+    assert not any(m.merged for m in peft_model.modules() if isinstance(m, SparcLayer))
+    assert all(torch.equal(v, before[n]) for n, v in plain_params(peft_model.get_base_model()).items())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("level", ["neuron", "head"])
+def test_export_ia3_matches_sparc_with_plain_peft(arch, level, tmp_path):
+    model = tiny_model(arch)
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, level))
+    expected = logits(peft_model)
+    hf_sparc.export_ia3(peft_model, tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "IA3"
+    ia3 = PeftModel.from_pretrained(tiny_model(arch), tmp_path)
+    assert torch.equal(logits(ia3), expected)
+
+
+def test_export_ia3_refuses_weight_masks(tmp_path):
+    model = tiny_model("llama")
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "weight"))
+    with pytest.raises(ValueError, match="weight-level"):
+        hf_sparc.export_ia3(peft_model, tmp_path)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def assert_untouched(model, reference_params):
+    assert not any(isinstance(m, SparcLayer) for m in model.modules())
+    assert not hasattr(model, "peft_config")
+    assert all(torch.equal(v, reference_params[n]) for n, v in plain_params(model).items())
+
+
+@pytest.fixture
+def saved_llama_adapter(tmp_path):
+    model = tiny_model("llama")
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "neuron"))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    return tmp_path / "adapter", logits(peft_model)
+
+
+@pytest.mark.parametrize(
+    ("other", "pattern"),
+    [
+        (lambda: tiny_model("opt"), r"model\.layers\.0\.mlp\.up_proj is missing"),
+        (
+            lambda: tiny_model("llama", intermediate=48),
+            r"expects weight shape \[64, 32\], model has \[48, 32\]",
+        ),
+    ],
+)
+def test_adapter_for_another_model_is_refused_before_modifying(saved_llama_adapter, other, pattern):
+    adapter_dir, _ = saved_llama_adapter
+    model = other()
+    reference = plain_params(model)
+    with pytest.raises(ValueError, match=pattern):
+        PeftModel.from_pretrained(model, adapter_dir)
+    assert_untouched(model, reference)
+    with pytest.raises(ValueError, match=pattern):
+        model.load_adapter(adapter_dir)
+    assert_untouched(model, reference)
+
+
+def test_masks_for_another_model_are_refused(saved_llama_adapter):
+    masks = masks_for(tiny_model("llama", intermediate=48), "neuron")
+    model = tiny_model("llama")
+    reference = plain_params(model)
+    with pytest.raises(ValueError, match=r"up_proj were selected for shape \(48,\).*\(64,\)"):
+        hf_sparc.apply_masks(model, masks)
+    assert_untouched(model, reference)
+    with pytest.raises(ValueError, match="does not have"):
+        hf_sparc.apply_masks(
+            model,
+            Masks(
+                "neuron",
+                {"model.layers.5.mlp.up_proj": torch.tensor([1])},
+                {"model.layers.5.mlp.up_proj": (64,)},
+            ),
+        )
+    assert_untouched(model, reference)
+
+
+@pytest.mark.parametrize(
+    ("indices", "pattern"),
+    [
+        ([1, 64], "out of range"),
+        ([-3, 1], "out of range"),
+        ([5, 2], "unsorted"),
+        ([2, 2], "duplicated"),
+    ],
+)
+def test_bad_indices_in_file_are_refused(saved_llama_adapter, indices, pattern):
+    adapter_dir, _ = saved_llama_adapter
+    path = adapter_dir / "adapter_model.safetensors"
+    state = load_file(path)
+    key = next(iter(state))
+    n = state[key].numel()
+    state[key] = torch.tensor(indices + list(range(10, 10 + n - len(indices))), dtype=torch.int64)
+    save_file(state, path)
+    with pytest.raises(ValueError, match=pattern):
+        PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
+    with pytest.raises(ValueError, match=pattern):
+        _load_adapter_and_run(adapter_dir)
+
+
+def _load_adapter_and_run(adapter_dir):
+    model = tiny_model("llama")
+    model.load_adapter(adapter_dir)
+    return model(tokens())
+
+
+def test_float_or_missing_indices_are_refused(saved_llama_adapter):
+    adapter_dir, _ = saved_llama_adapter
+    path = adapter_dir / "adapter_model.safetensors"
+    state = load_file(path)
+    key = next(iter(state))
+    save_file({**state, key: state[key].float()}, path)
+    with pytest.raises(ValueError, match="integers"):
+        PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
+    del state[key]
+    save_file(state, path)
+    with pytest.raises(ValueError, match="never loaded"):
+        PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
+    with pytest.raises(ValueError, match="never loaded"):
+        _load_adapter_and_run(adapter_dir)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "delete_weights", "delete_config", "bad_json"])
+def test_damaged_adapter_dir_gives_clean_error(saved_llama_adapter, damage):
+    adapter_dir, _ = saved_llama_adapter
+    weights, config = adapter_dir / "adapter_model.safetensors", adapter_dir / "adapter_config.json"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:-30])
+    elif damage == "garbage":
+        weights.write_bytes(b"\x00" * 64)
+    elif damage == "delete_weights":
+        weights.unlink()
+    elif damage == "delete_config":
+        config.unlink()
+    else:
+        config.write_text(config.read_text()[:40])
+    message = "not a readable safetensors" if damage in ("truncate", "garbage") else None
+    with pytest.raises((ValueError, OSError), match=message):
+        PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
+
+
+def test_tampered_config_is_refused(saved_llama_adapter):
+    adapter_dir, _ = saved_llama_adapter
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["module_shapes"]["model.layers.0.mlp.up_proj"] = [64, 16]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="fingerprint does not match"):
+        PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
+
+
+def test_pickled_adapter_is_never_unpickled(saved_llama_adapter, monkeypatch):
+    adapter_dir, _ = saved_llama_adapter
+    state = load_file(adapter_dir / "adapter_model.safetensors")
+    torch.save(state, adapter_dir / "adapter_model.bin")
+    os.remove(adapter_dir / "adapter_model.safetensors")
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    with pytest.raises(FileNotFoundError, match="safetensors only"):
+        PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
+
+
+def test_save_refuses_to_overwrite_another_adapter(tmp_path):
+    model = tiny_model("llama")
+    first = hf_sparc.apply_masks(model, masks_for(model, "neuron", seed=1))
+    first.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    other = tiny_model("llama")
+    second = hf_sparc.apply_masks(other, masks_for(other, "neuron", seed=2))
+    with pytest.raises(FileExistsError, match="already holds an adapter"):
+        second.save_pretrained(tmp_path)
+    with pytest.raises(FileExistsError, match="already holds an adapter"):
+        hf_sparc.save_adapter(second, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+    hf_sparc.save_adapter(second, tmp_path, overwrite=True)
+    assert (tmp_path / "adapter_model.safetensors").read_bytes() != before["adapter_model.safetensors"]
+    loaded = PeftModel.from_pretrained(tiny_model("llama"), tmp_path)
+    assert torch.equal(logits(loaded), logits(second))
+
+
+def test_save_adapter_writes_named_adapter_at_top_with_card(tmp_path):
+    model = tiny_model("gpt2")
+    masks = masks_for(model, "head")
+    peft_model = hf_sparc.apply_masks(model, masks, adapter_name="detox")
+    hf_sparc.save_adapter(peft_model, tmp_path, metrics={"toxicity": 0.25})
+    card = (tmp_path / "README.md").read_text()
+    assert re.search(r"^library_name: peft$", card, re.M)
+    assert "hf_sparc" in card and "3 attention heads" in card and "toxicity" in card
+    assert "pip install hf-sparc" in card and "import hf_sparc" in card and "from_pretrained" in card
+    loaded = PeftModel.from_pretrained(tiny_model("gpt2"), tmp_path)
+    assert torch.equal(logits(loaded), logits(peft_model))
