@@ -6,6 +6,7 @@ Accepted inputs (everywhere hf_sparc takes reference texts):
 * dicts with ``"prompt"`` and ``"continuation"``: only predictions of continuation tokens are
   explained (the paper's setting: explain the model's own undesired continuation).
 * dicts with a text column (``text_column``, default ``"text"``).
+* dicts with ``"input_ids"`` (already tokenized; no tokenizer needed).
 * a ``datasets.Dataset`` (rows are dicts, as above).
 """
 
@@ -59,6 +60,8 @@ class Batch:
 
 
 def _encode(tokenizer, text: str, special: bool) -> list[int]:
+    if tokenizer is None:
+        raise ValueError("A tokenizer is needed to attribute texts; pass tokenizer=...")
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
@@ -81,8 +84,6 @@ def tokenize(
     Samples with nothing to explain (empty text, or a prompt filling ``max_length``) are dropped
     with a warning when ``require_explained``; an input with no usable sample raises ``ValueError``.
     """
-    if tokenizer is None:
-        raise ValueError("A tokenizer is needed to attribute texts; pass tokenizer=...")
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 tokens, got {max_length}.")
     samples: list[Sample] = []
@@ -96,10 +97,12 @@ def tokenize(
             ids, explain_from = prompt + _encode(tokenizer, row["continuation"], False), len(prompt)
         elif isinstance(row, Mapping) and text_column in row:
             ids, explain_from = _encode(tokenizer, row[text_column], True), 1
+        elif isinstance(row, Mapping) and "input_ids" in row:
+            ids, explain_from = [int(i) for i in row["input_ids"]], 1
         else:
             raise TypeError(
                 f"Reference item {total - 1} is a {type(row).__name__}; expected a string or a dict with "
-                f"{text_column!r} or with 'prompt' and 'continuation'."
+                f"{text_column!r}, with 'prompt' and 'continuation', or with 'input_ids'."
             )
         if len(ids) > max_length:
             truncated += 1

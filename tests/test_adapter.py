@@ -336,6 +336,17 @@ def test_adapter_for_another_model_is_refused_before_modifying(saved_llama_adapt
     assert_untouched(model, reference)
 
 
+def test_second_adapter_for_another_model_is_refused(saved_llama_adapter, tmp_path):
+    small = tiny_model("llama", intermediate=48)
+    hf_sparc.apply_masks(small, masks_for(small, "neuron")).save_pretrained(tmp_path / "small")
+    adapter_dir, expected = saved_llama_adapter
+    peft_model = PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
+    with pytest.raises(ValueError, match=r"expects weight shape \[48, 32\], model has \[64, 32\]"):
+        peft_model.load_adapter(tmp_path / "small", adapter_name="small")
+    assert list(peft_model.peft_config) == ["default"]
+    assert torch.equal(logits(peft_model), expected)
+
+
 def test_masks_for_another_model_are_refused(saved_llama_adapter):
     masks = masks_for(tiny_model("llama", intermediate=48), "neuron")
     model = tiny_model("llama")

@@ -64,7 +64,6 @@ class SparcAdapterConfig(PeftConfig):
     num_heads: int | None = None
     mask_modules: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
-    exclude_modules: str | list[str] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -219,14 +219,6 @@ class SparcLayer(nn.Module, BaseTunerLayer):
             if saved_bias is not None:
                 bias.data[self.features(name)] = saved_bias.to(bias.device)
 
-    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        """``merged - original`` weight: minus the pruned entries, zero elsewhere."""
-        weight = self.base_layer.weight
-        ids = self._weight_ids(adapter_name)
-        delta = torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device)
-        delta[ids] = -weight.detach().flatten()[ids]
-        return delta.view_as(weight)
-
     def __repr__(self) -> str:
         return "sparc." + super().__repr__()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
@@ -63,8 +63,11 @@ class SparcModel(BaseTuner):
     tuner_layer_cls = SparcLayer
     target_module_mapping: dict[str, list[str]] = {}  # noqa: RUF012 (BaseTuner's interface)
 
-    def _pre_injection_hook(self, model: nn.Module, config: SparcAdapterConfig, adapter_name: str) -> None:
-        check_fingerprint(model, config)
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        # Check here rather than in _pre_injection_hook: PEFT skips that hook when adding a second
+        # adapter (PeftModel.add_adapter / load_adapter), and a wrong adapter must never get in.
+        check_fingerprint(model, self.peft_config[adapter_name])
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
 
     def _prepare_adapter_config(
         self, peft_config: SparcAdapterConfig, model_config: dict

@@ -1,0 +1,58 @@
+"""Shared helpers for the benchmark scripts: models, batches, peak memory in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+# SmolLM2-135M's shape: the default real model, as a random-init stand-in.
+SMOLLM2_SHAPE = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
+
+
+def load_model(path: str | None):
+    """A local model folder, or a random-init model with SmolLM2-135M's shape."""
+    if path:
+        return AutoModelForCausalLM.from_pretrained(path).eval()
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(LlamaConfig(**SMOLLM2_SHAPE)).eval()
+
+
+def random_texts(n: int, length: int, vocab: int, seed: int = 0) -> list[dict[str, list[int]]]:
+    """Pre-tokenized random texts (the content does not change the cost)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [{"input_ids": ids} for ids in torch.randint(10, vocab, (n, length), generator=generator).tolist()]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def run_isolated(script: str, case: str, args: list[str]) -> dict:
+    """Run ``script --case CASE`` in a fresh interpreter (clean peak-RSS) and parse its JSON line."""
+    out = subprocess.run(
+        [sys.executable, script, "--case", case, *args], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])

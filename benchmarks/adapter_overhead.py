@@ -1,0 +1,106 @@
+"""Forward-pass cost of a SPARC adapter, unmerged and merged, relative to the base model.
+
+    python benchmarks/adapter_overhead.py                      # tiny random Llama, all levels
+    python benchmarks/adapter_overhead.py --model path/to/model --level neuron --fraction 0.01
+
+Masks come from random relevance (timing does not depend on which units are pruned). Prints
+median wall time per forward and the ratios unmerged/base and merged/base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+import hf_sparc
+from hf_sparc import Relevance, RelevanceInfo
+from hf_sparc.architectures import get_architecture
+
+
+def random_relevance(model: torch.nn.Module, level: str) -> Relevance:
+    """Random scores for every MLP up projection (neuron/weight) or attention block (head)."""
+    spec = get_architecture(model)
+    n_layers = len(model.get_submodule(spec.layers))
+    scores = {}
+    for i in range(n_layers):
+        if level == "head":
+            scores[f"{spec.layers}.{i}.{spec.attention}"] = torch.rand(model.config.num_attention_heads)
+            continue
+        weight = model.get_submodule(f"{spec.layers}.{i}.{spec.mlp_up}").weight
+        n_out = weight.shape[1] if spec.transposed_weights else weight.shape[0]
+        scores[f"{spec.layers}.{i}.{spec.mlp_up}"] = torch.rand(weight.shape if level == "weight" else n_out)
+    return Relevance(scores, RelevanceInfo(method="random", level=level, n_samples=0, n_tokens=0))
+
+
+def median_forward_seconds(
+    models: dict[str, torch.nn.Module], ids: torch.Tensor, repeats: int
+) -> dict[str, float]:
+    """Median seconds per forward of each model, measured round-robin so that load drift on a
+    shared machine hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            model(ids)  # warm-up
+        for _ in range(repeats):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(ids)
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="local model path (default: a small random Llama)")
+    parser.add_argument("--level", choices=["neuron", "head", "weight", "all"], default="all")
+    parser.add_argument("--fraction", type=float, default=0.01, help="share of components to prune")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=128, help="sequence length")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    if args.model:
+
+        def load() -> torch.nn.Module:
+            return AutoModelForCausalLM.from_pretrained(args.model).eval()
+
+    else:
+        config = LlamaConfig(
+            hidden_size=256,
+            intermediate_size=1024,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            vocab_size=1000,
+        )
+        state = AutoModelForCausalLM.from_config(config).state_dict()
+
+        def load() -> torch.nn.Module:
+            model = AutoModelForCausalLM.from_config(config).eval()
+            model.load_state_dict(state)
+            return model
+
+    ids = torch.randint(0, load().config.vocab_size, (args.batch, args.tokens))
+    levels = ["neuron", "head", "weight"] if args.level == "all" else [args.level]
+    print(f"batch {args.batch} x {args.tokens} tokens, median of {args.repeats}")
+    print(f"{'level':<8}{'pruned':>10}{'base ms':>10}{'unmerged':>11}{'merged':>10}")
+    for level in levels:
+        relevance = random_relevance(load(), level)
+        masks = hf_sparc.select(relevance, count=max(1, round(args.fraction * relevance.numel())))
+        merged = hf_sparc.apply_masks(load(), masks)
+        merged.merge_adapter()
+        models = {"base": load(), "unmerged": hf_sparc.apply_masks(load(), masks), "merged": merged}
+        t = median_forward_seconds(models, ids, args.repeats)
+        print(
+            f"{level:<8}{masks.total():>10}{1000 * t['base']:>10.2f}"
+            f"{t['unmerged'] / t['base']:>10.3f}x{t['merged'] / t['base']:>9.3f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

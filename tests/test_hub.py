@@ -1,0 +1,98 @@
+"""Push a SPARC adapter to a loopback Hub over HTTP and load it back with every loader.
+
+huggingface_hub reads ``HF_ENDPOINT`` when it is imported, so the round trip runs in a fresh
+subprocess that starts the server (tests/hub_server.py) first and imports the libraries after.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+TESTS = Path(__file__).parent
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, re, sys
+    from hub_server import HubServer
+
+    with HubServer() as hub:
+        os.environ["HF_ENDPOINT"] = hub.url
+        import torch
+        from huggingface_hub import hf_hub_download
+        from peft import PeftModel
+        from sparc_fixtures import masks_for, tiny_model, tokens
+        from transformers import AutoModelForCausalLM
+
+        import hf_sparc
+        from hf_sparc.tuner import SparcLayer
+
+        base_dir = os.path.join(sys.argv[1], "base")
+        tiny_model("gpt2").save_pretrained(base_dir)
+
+        def load_base():
+            return AutoModelForCausalLM.from_pretrained(base_dir).eval()
+
+        def logits(model):
+            with torch.no_grad():
+                return model(tokens()).logits
+
+        model = load_base()
+        peft_model = hf_sparc.apply_masks(model, masks_for(model, "neuron"), adapter_name="detox")
+        expected = logits(peft_model)
+        url = hf_sparc.push_to_hub(
+            peft_model, "sparc-test/gpt2-detox", metrics={"toxicity": 0.125}, reference_data="toy texts"
+        )
+        assert url.startswith(hub.url + "/sparc-test/gpt2-detox/commit/"), url
+        files = hub.repos["sparc-test/gpt2-detox"]
+        assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors"}, set(files)
+        card = files["README.md"].decode()
+        for needed in ("library_name: peft", f"base_model: {base_dir}", "- hf_sparc", "10 neurons",
+                       "toxicity", "toy texts", "pip install hf-sparc", "import hf_sparc",
+                       'from_pretrained("sparc-test/gpt2-detox")'):
+            assert needed in card, needed
+
+        loaded = PeftModel.from_pretrained(load_base(), "sparc-test/gpt2-detox")
+        assert torch.equal(logits(loaded), expected)
+
+        auto = AutoModelForCausalLM.from_pretrained("sparc-test/gpt2-detox").eval()
+        assert any(isinstance(m, SparcLayer) for m in auto.modules())
+        assert torch.equal(logits(auto), expected)
+
+        plain = load_base()
+        plain.load_adapter("sparc-test/gpt2-detox")
+        assert torch.equal(logits(plain), expected)
+
+        # what came over HTTP is what was pushed
+        local = hf_hub_download("sparc-test/gpt2-detox", "adapter_model.safetensors")
+        assert open(local, "rb").read() == files["adapter_model.safetensors"]
+        assert any(re.match(r"(HEAD|GET) /sparc-test/gpt2-detox/resolve/", r) for r in hub.requests)
+    print("HUB ROUND TRIP OK")
+    """
+)
+
+
+def test_push_to_hub_and_load_back_over_http(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_HUB_OFFLINE": "0",
+        "TRANSFORMERS_OFFLINE": "0",
+        "HF_TOKEN": "hf_loopback_test_token",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "HUB ROUND TRIP OK" in result.stdout
