@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from typing import TYPE_CHECKING
 
@@ -48,7 +49,8 @@ def model_card(
 
     data = ModelCardData(
         library_name="peft",
-        base_model=base_model,
+        # the Hub only accepts repo ids here; a local path is still named in the text below
+        base_model=None if base_model and os.path.isdir(base_model) else base_model,
         tags=["hf_sparc", "sparc", "pruning", "lrp", f"{config.level}-pruning"],
         pipeline_tag="text-generation",
     )

@@ -147,10 +147,11 @@ def test_merge_and_unload_gives_plain_pruned_model(arch):
         assert torch.count_nonzero(plain.get_parameter(name)[zero]) == 0
 
 
-def test_weight_level_dense_masks_use_exact_masked_matmul():
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_weight_level_dense_masks_use_exact_masked_matmul(arch):
     # half of each weight pruned: the masked-copy path, which matches merged bit for bit
-    model = tiny_model("llama")
-    masks = masks_for(model, "weight", count=2048)
+    model = tiny_model(arch)
+    masks = masks_for(model, "weight", count=masks_for(model, "weight").size() // 2)
     peft_model = hf_sparc.apply_masks(model, masks)
     unmerged = logits(peft_model)
     peft_model.merge_adapter()
@@ -452,6 +453,9 @@ def test_pickled_adapter_is_never_unpickled(saved_llama_adapter, monkeypatch):
     monkeypatch.setattr(torch, "load", no_pickle)
     with pytest.raises(FileNotFoundError, match="safetensors only"):
         PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
+    # transformers' loaders only look for adapter_model.safetensors (an AssertionError would mean unpickling)
+    with pytest.raises(OSError, match=r"adapter_model\.safetensors"):
+        tiny_model("llama").load_adapter(adapter_dir)
 
 
 def test_save_refuses_to_overwrite_another_adapter(tmp_path):
@@ -472,6 +476,17 @@ def test_save_refuses_to_overwrite_another_adapter(tmp_path):
     assert (tmp_path / "adapter_model.safetensors").read_bytes() != before["adapter_model.safetensors"]
     loaded = PeftModel.from_pretrained(tiny_model("llama"), tmp_path)
     assert torch.equal(logits(loaded), logits(second))
+
+
+def test_model_card_front_matter_names_hub_base_model():
+    model = tiny_model("llama")
+    model.name_or_path = "org/tiny-llama"
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "weight"))
+    card = hf_sparc.model_card(peft_model, repo_id="me/tiny-llama-pruned")
+    assert card.data.base_model == "org/tiny-llama" and card.data.library_name == "peft"
+    assert "hf_sparc" in card.data.tags
+    assert "40 weights" in card.text and 'from_pretrained("me/tiny-llama-pruned")' in card.text
+    assert "select(keep='highest', scope='global', count=40)" in card.text
 
 
 def test_save_adapter_writes_named_adapter_at_top_with_card(tmp_path):

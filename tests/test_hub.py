@@ -50,7 +50,7 @@ SCRIPT = textwrap.dedent(
         files = hub.repos["sparc-test/gpt2-detox"]
         assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors"}, set(files)
         card = files["README.md"].decode()
-        for needed in ("library_name: peft", f"base_model: {base_dir}", "- hf_sparc", "10 neurons",
+        for needed in ("library_name: peft", f"for {base_dir}", "- hf_sparc", "10 neurons",
                        "toxicity", "toy texts", "pip install hf-sparc", "import hf_sparc",
                        'from_pretrained("sparc-test/gpt2-detox")'):
             assert needed in card, needed

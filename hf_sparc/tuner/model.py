@@ -199,6 +199,8 @@ def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> Sp
         task_type="CAUSAL_LM",
         inference_mode=True,
         base_model_name_or_path=getattr(base, "name_or_path", None) or None,
+        # the Hub commit the base weights came from, when loaded from the Hub (None for local/random)
+        revision=getattr(base.config, "_commit_hash", None),
         level=masks.level,
         target_modules="^(?:" + "|".join(re.escape(t) for t in mask_modules) + ")$",
         module_counts=counts,
