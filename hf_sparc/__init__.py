@@ -9,6 +9,7 @@ from hf_sparc.attribution import attribute, lrp_rules
 from hf_sparc.export import export_ia3, export_merged, save_adapter
 from hf_sparc.hub import model_card, push_to_hub
 from hf_sparc.masks import Masks, MaskSummary
+from hf_sparc.pruner import SparcConfig, SparcPruner
 from hf_sparc.relevance import Relevance, RelevanceInfo
 from hf_sparc.selection import select, select_contrastive
 from hf_sparc.tuner import SparcAdapterConfig
@@ -22,6 +23,8 @@ __all__ = [
     "Relevance",
     "RelevanceInfo",
     "SparcAdapterConfig",
+    "SparcConfig",
+    "SparcPruner",
     "__version__",
     "apply_masks",
     "attribute",
