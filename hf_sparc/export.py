@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -85,24 +86,28 @@ def save_adapter(
     card.save(os.path.join(save_directory, "README.md"))
 
 
+def _guarded_save_pretrained(
+    self: PeftModel, save_directory: str, *args: Any, overwrite: bool = False, **kwargs: Any
+) -> None:
+    """``PeftModel.save_pretrained`` that refuses to overwrite an adapter unless ``overwrite=True``."""
+    from peft import PeftModel
+
+    for name in kwargs.get("selected_adapters") or list(self.peft_config):
+        # PEFT's layout: the "default" adapter at the top, any other in a sub-folder of its name
+        target = save_directory if name == "default" else os.path.join(save_directory, name)
+        refuse_existing_adapter(target, overwrite)
+    PeftModel.save_pretrained(self, save_directory, *args, **kwargs)
+
+
 def guard_save_pretrained(peft_model: PeftModel) -> None:
     """Make ``peft_model.save_pretrained`` refuse to overwrite another adapter (``overwrite=True`` to allow).
 
     PEFT writes the weights before the config and offers no hook in between, so the check has to
     sit in front of the whole call; :func:`hf_sparc.apply_masks` installs it on the models it returns.
     """
-    from peft import PeftModel
-
-    def save_pretrained(save_directory: str, *args: Any, overwrite: bool = False, **kwargs: Any) -> None:
-        names = kwargs.get("selected_adapters") or list(peft_model.peft_config)
-        for name in names:
-            target = save_directory if name == "default" else os.path.join(save_directory, name)
-            refuse_existing_adapter(target, overwrite)
-        PeftModel.save_pretrained(peft_model, save_directory, *args, **kwargs)
-
-    save_pretrained.__doc__ = PeftModel.save_pretrained.__doc__
-    # an instance attribute shadows the class method for this model only
-    object.__setattr__(peft_model, "save_pretrained", save_pretrained)
+    # A bound method in the instance dict shadows the class method for this model only, and
+    # copy.deepcopy rebinds it to the copy.
+    object.__setattr__(peft_model, "save_pretrained", types.MethodType(_guarded_save_pretrained, peft_model))
 
 
 def _single_active(peft_model: PeftModel) -> str:

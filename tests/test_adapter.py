@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -471,6 +472,14 @@ def test_save_refuses_to_overwrite_another_adapter(tmp_path):
     with pytest.raises(FileExistsError, match="already holds an adapter"):
         hf_sparc.save_adapter(second, tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+    # the guard follows copies of the model, and saves the copy, not the original
+    duplicate = copy.deepcopy(second)
+    assert duplicate.save_pretrained.__self__ is duplicate
+    with pytest.raises(FileExistsError, match="already holds an adapter"):
+        duplicate.save_pretrained(tmp_path)
+    second.save_pretrained(tmp_path / "elsewhere")
+    assert (tmp_path / "elsewhere" / "adapter_model.safetensors").exists()
 
     hf_sparc.save_adapter(second, tmp_path, overwrite=True)
     assert (tmp_path / "adapter_model.safetensors").read_bytes() != before["adapter_model.safetensors"]

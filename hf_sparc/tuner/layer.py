@@ -125,20 +125,15 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         offsets = torch.arange(group, device=idx.device)
         return (idx[:, None] * group + offsets).flatten()
 
-    def _weight_ids(self, adapter_name: str) -> torch.Tensor:
-        """Flat positions in ``weight.flatten()`` that the adapter zeroes when merged."""
+    def _merge_target(self, adapter_name: str) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """(weight view, dim, ids) such that ``view.index_fill_(dim, ids, 0)`` merges the adapter."""
+        weight = self.base_layer.weight.data
         level = self.sparc_level[adapter_name]
         if level == "weight":
-            return self.indices(adapter_name)
-        features = self.features(adapter_name)
-        # neuron = output feature, head = input features; map to the stored weight layout
-        along_rows = (level == "neuron") != self.transposed
-        width = self.base_layer.weight.shape[1]
-        if along_rows:
-            cols = torch.arange(width, device=features.device)
-            return (features[:, None] * width + cols).flatten()
-        rows = torch.arange(self.base_layer.weight.shape[0], device=features.device)
-        return (rows[:, None] * width + features).flatten()
+            return weight.view(-1), 0, self.indices(adapter_name)
+        # neuron = output features, head = input features; rows of [out, in] or of Conv1D's [in, out]
+        dim = 0 if (level == "neuron") != self.transposed else 1
+        return weight, dim, self.features(adapter_name)
 
     def _pending(self) -> dict[str, list[str]]:
         """Active, not merged adapters, grouped by level."""
@@ -174,13 +169,14 @@ class SparcLayer(nn.Module, BaseTunerLayer):
             # Dense mask: one masked copy of the weight costs less than per-token corrections.
             masked = weight.flatten().index_fill(0, ids, 0).view_as(weight)
             return _matmul(x, masked, bias, self.transposed)
-        # Sparse mask: subtract x[in] * w for each pruned (out, in) pair instead of copying the weight.
+        # Sparse mask: subtract x[in] * w for each pruned (out, in) pair instead of copying the weight;
+        # the [tokens, pruned] temporary is at most weight-sized by the test above.
         result = self.base_layer(x)
         width = weight.shape[1]
         rows, cols = ids // width, ids % width
         out_idx, in_idx = (cols, rows) if self.transposed else (rows, cols)
         contribution = x[..., in_idx] * weight.flatten()[ids].to(x.dtype)
-        return result.index_add(-1, out_idx, contribution, alpha=-1)
+        return result.index_add_(-1, out_idx, contribution, alpha=-1)
 
     # -- merging -----------------------------------------------------------------------------
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
@@ -190,20 +186,17 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         ``safe_merge`` is accepted for PEFT compatibility; zeroing cannot create NaNs.
         """
         adapter_names = check_adapters_to_merge(self, adapter_names)
-        weight, bias = self.base_layer.weight, self.base_layer.bias
+        bias = self.base_layer.bias
         for name in adapter_names:
             if name not in self.sparc_indices:
                 continue
-            ids = self._weight_ids(name)
-            flat = weight.data.view(-1)
+            view, dim, ids = self._merge_target(name)
             saved_bias = None
-            bias_ids = None
             if self.sparc_level[name] == "neuron" and bias is not None:
-                bias_ids = self.features(name)
-                saved_bias = bias.data[bias_ids].clone()
-                bias.data[bias_ids] = 0
-            self._originals[name] = (flat[ids].clone(), saved_bias)
-            flat[ids] = 0
+                saved_bias = bias.data[ids].clone()
+                bias.data[ids] = 0
+            self._originals[name] = (view.index_select(dim, ids), saved_bias)
+            view.index_fill_(dim, ids, 0)
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
@@ -211,13 +204,14 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         if not self.merged:
             warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
             return
-        weight, bias = self.base_layer.weight, self.base_layer.bias
+        bias = self.base_layer.bias
         while self.merged_adapters:
             name = self.merged_adapters.pop()
             saved_weight, saved_bias = self._originals.pop(name)
-            weight.data.view(-1)[self._weight_ids(name)] = saved_weight.to(weight.device)
+            view, dim, ids = self._merge_target(name)
+            view.index_copy_(dim, ids, saved_weight.to(view.device))
             if saved_bias is not None:
-                bias.data[self.features(name)] = saved_bias.to(bias.device)
+                bias.data[ids] = saved_bias.to(bias.device)
 
     def __repr__(self) -> str:
         return "sparc." + super().__repr__()
