@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
 from hf_sparc.export import save_adapter
+from hf_sparc.masks import MaskSummary, ModuleSummary
+from hf_sparc.tuner.layer import SparcLayer
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -44,7 +46,7 @@ def model_card(
     settings = provenance.get("settings", {})
     reference = reference_data or settings.get("reference_data") or settings.get("dataset")
     base_model = config.base_model_name_or_path or peft_model.get_base_model().name_or_path or None
-    counts = config.module_counts
+    summary = _summary(peft_model, name)
     level = _LEVEL_WORDS[config.level]
 
     data = ModelCardData(
@@ -58,7 +60,8 @@ def model_card(
     lines = [
         f"# SPARC pruning adapter{f' for {base_model}' if base_model else ''}",
         "",
-        f"This adapter prunes **{sum(counts.values())} {level}** in {len(counts)} modules of "
+        f"This adapter prunes **{summary.pruned} {level}** ({100 * summary.fraction:.3g}% of those in "
+        f"the {len(summary.rows)} masked modules) of "
         f"`{base_model or 'the base model'}` ({config.model_type}). It stores only the indices of the pruned "
         "units; the base model's weights are zeroed there when the adapter is applied or merged.",
         "",
@@ -71,9 +74,7 @@ def model_card(
         "",
         "## Pruned units per module",
         "",
-        f"| module | pruned {level} |",
-        "| --- | ---: |",
-        *(f"| `{module}` | {count} |" for module, count in counts.items()),
+        summary.to_markdown(),
         "",
     ]
     if metrics:
@@ -95,6 +96,19 @@ def model_card(
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _summary(peft_model: PeftModel, adapter_name: str) -> MaskSummary:
+    """Per masked module: pruned count and how many units it has, keyed like the masks were."""
+    config = peft_model.peft_config[adapter_name]
+    rows = [
+        ModuleSummary(
+            config.mask_modules.get(name, name), config.module_counts[name], layer.n_components(adapter_name)
+        )
+        for name, layer in peft_model.get_base_model().named_modules()
+        if isinstance(layer, SparcLayer) and adapter_name in layer.sparc_indices
+    ]
+    return MaskSummary(config.level, tuple(rows))
 
 
 def push_to_hub(

@@ -93,7 +93,9 @@ class MaskSummary:
     def to_markdown(self) -> str:
         """A markdown table (used in model cards)."""
         lines = [f"| module | pruned {self.level}s | of | fraction |", "| --- | ---: | ---: | ---: |"]
-        lines += [f"| `{m}` | {p} | {t} | {f} |" for m, p, t, f in self._table()]
+        *body, (_, pruned, total, fraction) = self._table()
+        lines += [f"| `{m}` | {p} | {t} | {f} |" for m, p, t, f in body]
+        lines.append(f"| **total** | {pruned} | {total} | {fraction} |")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -496,6 +496,9 @@ def test_model_card_front_matter_names_hub_base_model():
     assert "hf_sparc" in card.data.tags
     assert "40 weights" in card.text and 'from_pretrained("me/tiny-llama-pruned")' in card.text
     assert "select(keep='highest', scope='global', count=40)" in card.text
+    assert (
+        "| `model.layers.0.mlp.up_proj` |" in card.text and "| **total** | 40 | 4096 | 0.977% |" in card.text
+    )
 
 
 def test_save_adapter_writes_named_adapter_at_top_with_card(tmp_path):

@@ -176,6 +176,7 @@ def test_summary_counts_and_fractions():
     markdown = summary.to_markdown()
     assert markdown.splitlines()[0].startswith("| module | pruned neurons |")
     assert "| `c` | 1 | 10 | 10.000% |" in markdown
+    assert markdown.splitlines()[-1] == "| **total** | 3 | 20 | 15.000% |"
 
 
 def test_union_merges_indices_and_checks_compatibility():

@@ -76,7 +76,8 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         self.sparc_group[adapter_name] = group
         self.set_adapter(self.active_adapters)
 
-    def _n_components(self, adapter_name: str) -> int:
+    def n_components(self, adapter_name: str) -> int:
+        """How many units (neurons, heads or weights) the adapter's indices range over."""
         level = self.sparc_level[adapter_name]
         if level == "weight":
             return self.in_features * self.out_features
@@ -97,7 +98,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         where = f"SPARC adapter {adapter_name!r}, module {self.module_name}"
         if tensor.numel() and bool((tensor == _NOT_LOADED).all()):
             raise ValueError(f"{where}: indices were never loaded (missing from adapter_model.safetensors?).")
-        check_indices(tensor, self._n_components(adapter_name), where)
+        check_indices(tensor, self.n_components(adapter_name), where)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
         # Validate incoming indices before they are copied into the buffers, so a bad file never
@@ -112,7 +113,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
                     raise ValueError(
                         f"{where}: the config announces {expected} indices, the file has {incoming.numel()}."
                     )
-                check_indices(incoming, self._n_components(adapter_name), where)
+                check_indices(incoming, self.n_components(adapter_name), where)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
     # -- masking -----------------------------------------------------------------------------
