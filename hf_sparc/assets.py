@@ -390,7 +390,7 @@ def builtin_dataset(name: str, split: Split = "reference", seed: int = 0) -> lis
     scores); ``"general"`` and ``"repetition-prompts"`` yield strings. Reference and evaluation
     are disjoint, together make up ``"all"``, and depend only on ``seed``: the reference split
     has ``n - n // 2`` items and the evaluation split ``n // 2`` (toxic-prompts: 497/496,
-    general: 2931/2930, repetition-prompts: see :func:`builtin_dataset` with ``"all"``).
+    general: 2931/2930, repetition-prompts: 36/36).
 
     Raises:
         ValueError: unknown ``name`` or ``split``.
