@@ -1,0 +1,102 @@
+"""Reference/evaluation data from a SPEC string, as accepted by the CLI and the pruner.
+
+A SPEC is one of:
+
+* a local file: ``.txt`` (one text per line), ``.jsonl`` (one JSON object or string per line),
+  ``.csv`` (rows as dicts; needs a header);
+* a built-in set: ``toxic-prompts``, ``general``, ``repetition-prompts``, optionally with a split,
+  e.g. ``general:evaluation`` (default split: ``reference``; see :mod:`hf_sparc.assets`);
+* a ``datasets`` spec ``name[:config][:split][:column]`` (needs the Hub or a local cache).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+_SPLITS = ("reference", "evaluation", "all")
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8 text (line {line}); re-encode it as UTF-8.") from error
+
+
+def _read_file(path: Path) -> list[Any]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = list(csv.DictReader(_read_utf8(path).splitlines()))
+        if not rows:
+            raise ValueError(f"{path} has no data rows (a header line and at least one row are needed).")
+        return rows
+    if suffix not in (".txt", ".jsonl"):
+        raise ValueError(f"Unsupported file type {suffix!r} for {path}; use .txt, .jsonl or .csv.")
+    items, blank = [], 0
+    for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
+        if not line.strip():
+            blank += 1
+            continue
+        if suffix == ".txt":
+            items.append(line)
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number} is not valid JSON: {error.msg}.") from error
+        if not isinstance(item, str | dict):
+            raise ValueError(f"{path}:{number} must be a JSON object or string, got {type(item).__name__}.")
+        items.append(item)
+    if blank:
+        warnings.warn(f"{path}: skipped {blank} empty or whitespace-only line(s).", stacklevel=3)
+    if not items:
+        raise ValueError(f"{path} holds no texts.")
+    return items
+
+
+def load_texts(spec: str, *, default_split: str = "reference", seed: int = 0) -> list[Any]:
+    """Load the texts (or dicts) that ``spec`` names; raises a one-line error when it can't."""
+    from hf_sparc import assets
+
+    path = Path(spec)
+    if path.exists():
+        if path.is_dir():
+            raise ValueError(f"{spec} is a directory; give a .txt, .jsonl or .csv file.")
+        return _read_file(path)
+    name, _, split = spec.partition(":")
+    if name in assets.builtin_datasets():
+        split = split or default_split
+        if split not in _SPLITS:
+            raise ValueError(f"Unknown split {split!r} in {spec!r}; expected one of {list(_SPLITS)}.")
+        return list(assets.builtin_dataset(name, split=split, seed=seed))
+    if path.suffix.lower() in (".txt", ".jsonl", ".csv") or ("/" in spec and path.parent.exists()):
+        raise FileNotFoundError(f"No such file: {spec}")
+    return _load_dataset(spec)
+
+
+def _load_dataset(spec: str) -> list[Any]:
+    parts = spec.split(":")
+    if len(parts) > 4:
+        raise ValueError(f"Bad datasets spec {spec!r}; expected name[:config][:split][:column].")
+    name, config, split, column = (parts + [None] * 4)[:4]
+    import datasets
+
+    from hf_sparc import assets
+
+    try:
+        dataset = datasets.load_dataset(name, config or None, split=split or "train")
+    except Exception as error:  # datasets raises many types for unreachable / unknown data
+        raise ValueError(
+            f"Could not load {spec!r}: not a local file, not a built-in "
+            f"({', '.join(assets.builtin_datasets())}), and datasets failed: {str(error).splitlines()[0]}"
+        ) from error
+    if column:
+        if column not in dataset.column_names:
+            raise ValueError(f"{spec!r}: no column {column!r} (columns: {dataset.column_names}).")
+        return list(dataset[column])
+    return list(dataset)

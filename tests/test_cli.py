@@ -1,0 +1,116 @@
+"""The ``hf-sparc`` command line, end to end on a tiny random model saved to local files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import TEXTS, make_model, make_tokenizer
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from hf_sparc.cli import main
+
+UNDESIRED = ["bad bad bad dog", "very bad", "not good bad", "bad cat"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = make_model("llama")
+    model.save_pretrained(root / "model")
+    make_tokenizer().save_pretrained(root / "model")
+    (root / "undesired.txt").write_text("\n".join(UNDESIRED) + "\n\n")
+    (root / "general.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in TEXTS))
+    return root
+
+
+def _pruned_count(adapter_dir, model_dir):
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft_model = PeftModel.from_pretrained(base, adapter_dir)
+    return sum(peft_model.peft_config["default"].module_counts.values()), peft_model
+
+
+def test_correct_end_to_end_in_a_subprocess(workspace):
+    out = workspace / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_sparc.cli", "correct", "--model", str(workspace / "model"),
+         "--undesired", str(workspace / "undesired.txt"), "--general", str(workspace / "general.jsonl"),
+         "--level", "neuron", "--count", "5", "--output", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md", "sparc_config.json",
+                 "masks.safetensors", "relevance_undesired.safetensors", "relevance_general.safetensors",
+                 "report.json", "report.md"):  # fmt: skip
+        assert (out / name).is_file(), name
+    count, _ = _pruned_count(out, workspace / "model")
+    assert count == 5
+    report = json.loads((out / "report.json").read_text())
+    assert report["pruned"] == 5 and sum(report["per_module"].values()) == 5
+    assert report["references"]["undesired"]["n"] == len(UNDESIRED)
+    assert "Pruned **5**" in (out / "report.md").read_text()
+
+
+def test_select_attribute_export_commands(workspace, tmp_path):
+    run = tmp_path / "run"
+    common = ["--model", str(workspace / "model")]
+    references = [
+        "--undesired",
+        str(workspace / "undesired.txt"),
+        "--general",
+        str(workspace / "general.jsonl"),
+    ]
+    assert main(["correct", *common, *references, "--count", "3", "--output", str(run)]) == 0
+    assert main(["select", str(run), *common, "--count", "7", "--output", str(tmp_path / "seven")]) == 0
+    assert _pruned_count(tmp_path / "seven", workspace / "model")[0] == 7
+
+    assert main(["attribute", *common, "--texts", str(workspace / "general.jsonl"), "--method", "wanda",
+                 "--level", "weight", "--output", str(tmp_path / "wanda.safetensors")]) == 0  # fmt: skip
+    from hf_sparc import Relevance
+
+    assert Relevance.load(tmp_path / "wanda.safetensors").method == "wanda"
+
+    assert main(["export", str(run), "--merged", "--output", str(tmp_path / "merged"), *common]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    _, peft_model = _pruned_count(run, workspace / "model")
+    ids = make_tokenizer()(TEXTS[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(merged(input_ids=ids).logits, peft_model(input_ids=ids).logits)
+    assert main(["export", str(run), "--ia3", "--output", str(tmp_path / "ia3"), *common]) == 0
+    assert json.loads((tmp_path / "ia3" / "adapter_config.json").read_text())["peft_type"] == "IA3"
+
+
+def test_user_mistakes_exit_2_with_one_line_and_leave_no_output(workspace, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["--model", str(workspace / "model"), "--output", str(out)]
+    cases = [
+        (["correct", *common, "--undesired", str(tmp_path / "missing.txt")], "No such file"),
+        (
+            ["correct", *common, "--undesired", str(workspace / "model" / "config.json")],
+            "Unsupported file type",
+        ),
+        (
+            ["correct", "--model", str(tmp_path / "nope"), "--output", str(out), "--general", "general"],
+            "nope",
+        ),
+        (["correct", *common, "--general", str(workspace / "general.jsonl"), "--count", "-3"], "positive"),
+        (["correct", *common, "--general", str(workspace / "general.jsonl"), "--count", "100000"], "100000"),
+        (["select", str(tmp_path), *common, "--count", "3"], "sparc_config.json"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error" in line]
+        assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+        assert not out.exists() and not list(tmp_path.glob(".out.*")), argv
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(["correct", *common, "--general", str(workspace / "general.jsonl")]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "keep.txt").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["correct", "--bogus"])
+    assert exit_info.value.code == 2
