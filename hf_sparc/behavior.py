@@ -1,0 +1,180 @@
+"""Behaviour reference sets from the model's own behaviour (the paper's undesired references).
+
+The paper explains what the model itself does wrong: it continues candidate prompts greedily
+and keeps the prompt/continuation pairs that show the behaviour, e.g. the 93 RealToxicityPrompts
+whose continuation scored at least 0.9 toxicity, or the 53 prompts whose continuation has a
+response uniqueness ratio below 0.5. :func:`behavior_references` does this for any model; the
+resulting :class:`BehaviorSet` is a sequence of ``{"prompt", "continuation"}`` dicts, the form
+in which :func:`hf_sparc.attribute` and :class:`hf_sparc.SparcPruner` explain only the
+continuation tokens, so it can be passed to them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, overload
+
+from torch import nn
+
+from hf_sparc.metrics import (
+    PromptsLike,
+    ScorerLike,
+    generate_continuations,
+    response_uniqueness_ratio,
+    toxicity_scorer,
+)
+from hf_sparc.metrics._common import progress_bar, prompt_texts
+
+Behavior = Literal["toxicity", "repetition"]
+
+DEFAULT_THRESHOLDS: dict[str, float] = {"toxicity": 0.9, "repetition": 0.5}
+"""Paper defaults: toxicity score >= 0.9; response uniqueness ratio < 0.5."""
+
+
+@dataclass(frozen=True)
+class BehaviorSet(Sequence[dict[str, str]]):
+    """The pairs that showed a behaviour, and what was done to find them.
+
+    Indexing, ``len`` and iteration give the kept ``{"prompt", "continuation"}`` pairs.
+
+    Attributes:
+        pairs: Kept pairs, in candidate order.
+        behavior: ``"toxicity"`` or ``"repetition"``.
+        threshold: Kept when score >= threshold (toxicity) or RUR < threshold (repetition).
+        scorer: Name of the scorer (``"rur"`` for repetition).
+        max_new_tokens: Generation length used.
+        limit: The ``limit`` asked for (``None``: none).
+        n_candidates: Prompts continued and scored (fewer than given when ``limit`` stopped early).
+        scores: Score of every candidate, in order (``nan``: empty continuation, RUR undefined).
+        kept: Candidate index of each pair.
+    """
+
+    pairs: list[dict[str, str]]
+    behavior: str
+    threshold: float
+    scorer: str
+    max_new_tokens: int
+    limit: int | None
+    n_candidates: int
+    scores: list[float] = field(repr=False)
+    kept: list[int] = field(repr=False)
+
+    @property
+    def n_kept(self) -> int:
+        return len(self.pairs)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, str]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, str]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, str] | list[dict[str, str]]:
+        return self.pairs[index]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the pairs and per-candidate lists, plus ``n_kept``: a line for a report."""
+        info = asdict(self)
+        for key in ("pairs", "scores", "kept"):
+            del info[key]
+        return {**info, "n_kept": self.n_kept}
+
+
+def _scoring(behavior: str, scorer: ScorerLike) -> tuple[str, Callable[[list[dict[str, Any]]], list[float]]]:
+    """Name and function scoring a list of generations for ``behavior``."""
+    if behavior == "toxicity":
+        score = toxicity_scorer(scorer)
+        return score.name, lambda generations: score([item["continuation"] for item in generations])
+    if scorer is not None:
+        raise ValueError("scorer= applies to behavior='toxicity' only; repetition is scored by RUR.")
+    return "rur", lambda generations: [
+        response_uniqueness_ratio(item["continuation_ids"]) for item in generations
+    ]
+
+
+def behavior_references(
+    model: nn.Module,
+    tokenizer,
+    prompts: PromptsLike,
+    *,
+    behavior: Behavior = "toxicity",
+    threshold: float | None = None,
+    max_new_tokens: int = 32,
+    limit: int | None = None,
+    scorer: ScorerLike = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> BehaviorSet:
+    """Continue candidate prompts greedily and keep the pairs where the model shows ``behavior``.
+
+    A candidate is kept when its continuation is non-empty and its score passes the threshold:
+    toxicity score (of the continuation alone) ``>= threshold``, or response uniqueness ratio
+    ``< threshold``. Generation is as in :func:`hf_sparc.metrics.generate_continuations`
+    (greedy, deterministic).
+
+    Args:
+        model: A causal LM or a ``PeftModel`` around one.
+        tokenizer: The model's tokenizer.
+        prompts: Candidate prompts: strings, or dicts with ``"prompt"`` (e.g. the
+            ``"toxic-prompts"`` built-in dataset).
+        behavior: ``"toxicity"`` or ``"repetition"``.
+        threshold: Default 0.9 for toxicity, 0.5 for repetition (the paper's).
+        max_new_tokens: Tokens generated per candidate, at most.
+        limit: Stop once this many pairs are kept. Candidates are taken in order, one batch at a
+            time, so at most one batch more than needed is generated; ``None`` continues all.
+        scorer: Toxicity scorer, see :func:`hf_sparc.metrics.toxicity_scorer` (default:
+            ``alt-profanity-check``). Not accepted for repetition.
+        batch_size: Prompts per ``generate`` call.
+        progress: Show a tqdm bar (also silenced by transformers' progress-bar setting).
+
+    Returns:
+        A :class:`BehaviorSet`; it may be empty, e.g. when the model is not toxic enough for the
+        threshold (check ``n_kept`` and ``scores``).
+    """
+    if behavior not in DEFAULT_THRESHOLDS:
+        raise ValueError(f"Unknown behavior {behavior!r}; use one of {sorted(DEFAULT_THRESHOLDS)}.")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    threshold = DEFAULT_THRESHOLDS[behavior] if threshold is None else float(threshold)
+    texts = prompt_texts(prompts)
+    scorer_name, score = _scoring(behavior, scorer)
+
+    def shows(value: float) -> bool:
+        return value >= threshold if behavior == "toxicity" else value < threshold
+
+    pairs: list[dict[str, str]] = []
+    kept: list[int] = []
+    scores: list[float] = []
+    with progress_bar(len(texts), f"hf_sparc {behavior} references", progress) as bar:
+        for start in range(0, len(texts), batch_size):
+            if limit is not None and len(pairs) >= limit:
+                break
+            generations = generate_continuations(
+                model,
+                tokenizer,
+                texts[start : start + batch_size],
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                progress=False,
+            )
+            for offset, (item, value) in enumerate(zip(generations, score(generations), strict=True)):
+                scores.append(value)
+                if item["continuation_ids"] and shows(value) and (limit is None or len(pairs) < limit):
+                    pairs.append({"prompt": item["prompt"], "continuation": item["continuation"]})
+                    kept.append(start + offset)
+            bar.update(len(generations))
+    return BehaviorSet(
+        pairs=pairs,
+        behavior=behavior,
+        threshold=threshold,
+        scorer=scorer_name,
+        max_new_tokens=max_new_tokens,
+        limit=limit,
+        n_candidates=len(scores),
+        scores=scores,
+        kept=kept,
+    )

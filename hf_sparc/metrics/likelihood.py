@@ -1,0 +1,95 @@
+"""Perplexity of a causal LM on plain texts (teacher forcing)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hf_sparc.metrics._common import eval_mode, model_device, pad_batch, progress_bar
+
+
+def _within_budget(sequences: list[list[int]], max_tokens: int | None) -> list[list[int]]:
+    """The leading ``sequences`` holding ``max_tokens`` predicted tokens, the last one cut to fit."""
+    if max_tokens is None:
+        return sequences
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}.")
+    kept, left = [], max_tokens
+    for ids in sequences:
+        if left == 0:
+            break
+        ids = ids[: left + 1]
+        kept.append(ids)
+        left -= len(ids) - 1
+    return kept
+
+
+def perplexity(
+    model: nn.Module,
+    tokenizer,
+    texts: Iterable[str],
+    *,
+    max_length: int = 128,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    progress: bool = True,
+) -> float:
+    """Perplexity of ``model`` on ``texts``: exp of the mean next-token NLL over all predicted tokens.
+
+    Every text is encoded on its own with the tokenizer's special tokens and truncated to its
+    first ``max_length`` tokens; each token after the first is predicted from the ones before it
+    (a text of n tokens contributes n - 1 predictions; one-token texts contribute none). The
+    mean runs over tokens, not texts, so long texts weigh more. Batches are right-padded and
+    padding never enters the sum, so the result does not depend on ``batch_size`` beyond
+    floating-point rounding.
+
+    Args:
+        model: A causal LM (``*ForCausalLM``) or a ``PeftModel`` around one (adapters apply).
+            Its train/eval modes are restored afterwards.
+        tokenizer: The model's tokenizer.
+        texts: Plain texts.
+        max_length: Tokens kept per text (including special tokens).
+        batch_size: Texts per forward pass.
+        max_tokens: Fixed token budget: count only the first ``max_tokens`` predicted tokens,
+            taking texts in the given order and cutting the text that crosses the budget, so
+            models are compared on exactly the same tokens. ``None``: every text in full.
+        progress: Show a tqdm bar (also silenced by transformers' progress-bar setting).
+
+    Raises:
+        ValueError: No text yields a predicted token.
+    """
+    if isinstance(texts, str | bytes):
+        raise TypeError("texts must be a collection of texts, not a single string; wrap it in a list.")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    encoded = [list(tokenizer(text)["input_ids"])[:max_length] for text in texts]
+    sequences = _within_budget([ids for ids in encoded if len(ids) > 1], max_tokens)
+    if not sequences:
+        raise ValueError("None of the texts has two or more tokens, so there is nothing to predict.")
+    device = model_device(model)
+    nll_sum, n_predicted = 0.0, 0
+    with (
+        eval_mode(model),
+        torch.inference_mode(),
+        progress_bar(len(sequences), "hf_sparc perplexity", progress) as bar,
+    ):
+        for start in range(0, len(sequences), batch_size):
+            chunk = sequences[start : start + batch_size]
+            # The pad id is arbitrary: right padding follows every real token (so causal attention
+            # never reaches it) and padded labels are ignored.
+            input_ids, attention_mask = pad_batch(chunk, 0, "right", device)
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            labels = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+            nll = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
+            )
+            nll_sum += float(nll)
+            n_predicted += int((labels != -100).sum())
+            bar.update(len(chunk))
+    return math.exp(nll_sum / n_predicted)

@@ -1,0 +1,145 @@
+"""hf_sparc.behavior: reference sets from the model's own continuations, on tiny random models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import TEXTS, make_model
+
+from hf_sparc.behavior import BehaviorSet, behavior_references
+from hf_sparc.data import tokenize
+from hf_sparc.metrics import generate_continuations, response_uniqueness_ratio
+
+MAX_NEW = 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy shared CPU, contention makes them 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return make_model("llama")
+
+
+@pytest.fixture(scope="module")
+def generations(llama, tokenizer):
+    return generate_continuations(llama, tokenizer, TEXTS, max_new_tokens=MAX_NEW, progress=False)
+
+
+def content_scorer(generations) -> tuple[dict[str, float], object]:
+    """A fake toxicity scorer keyed on the continuation text, with values around the 0.9 threshold."""
+    values = (0.95, 0.2, 0.9, 0.8999)
+    table = {item["continuation"]: values[i % len(values)] for i, item in enumerate(generations)}
+    return table, lambda texts: [table[text] for text in texts]
+
+
+def test_toxicity_keeps_exactly_the_pairs_at_or_over_the_threshold(llama, tokenizer, generations):
+    table, scorer = content_scorer(generations)
+    result = behavior_references(
+        llama, tokenizer, TEXTS, max_new_tokens=MAX_NEW, scorer=scorer, batch_size=3, progress=False
+    )
+    expected = [i for i, item in enumerate(generations) if table[item["continuation"]] >= 0.9]
+    assert 0 < len(expected) < len(TEXTS)
+    assert result.kept == expected
+    assert list(result) == [
+        {"prompt": generations[i]["prompt"], "continuation": generations[i]["continuation"]} for i in expected
+    ]
+    assert result.scores == [table[item["continuation"]] for item in generations]
+    assert result.summary() == {
+        "behavior": "toxicity",
+        "threshold": 0.9,
+        "scorer": result.scorer,
+        "max_new_tokens": MAX_NEW,
+        "limit": None,
+        "n_candidates": len(TEXTS),
+        "n_kept": len(expected),
+    }
+
+
+def test_dict_prompts_threshold_and_limit(llama, tokenizer, generations):
+    table, scorer = content_scorer(generations)
+    prompts = [{"prompt": text, "toxicity": 0.8} for text in TEXTS]
+    loose = behavior_references(
+        llama, tokenizer, prompts, threshold=0.5, max_new_tokens=MAX_NEW, scorer=scorer, progress=False
+    )
+    assert loose.kept == [i for i, item in enumerate(generations) if table[item["continuation"]] >= 0.5]
+    limited = behavior_references(
+        llama,
+        tokenizer,
+        prompts,
+        max_new_tokens=MAX_NEW,
+        scorer=scorer,
+        limit=1,
+        batch_size=2,
+        progress=False,
+    )
+    first = next(i for i, item in enumerate(generations) if table[item["continuation"]] >= 0.9)
+    assert limited.kept == [first] and limited.n_kept == len(limited) == 1
+    assert limited.n_candidates == (first // 2 + 1) * 2  # stops after the batch that filled the limit
+
+
+def test_repetition_keeps_pairs_under_the_rur_threshold(llama, tokenizer, generations):
+    result = behavior_references(
+        llama, tokenizer, TEXTS, behavior="repetition", threshold=0.7, max_new_tokens=MAX_NEW, progress=False
+    )
+    rurs = [response_uniqueness_ratio(item["continuation_ids"]) for item in generations]
+    expected = [i for i, value in enumerate(rurs) if value < 0.7]
+    assert 0 < len(expected) < len(TEXTS)  # this random Llama loops on some prompts only
+    assert result.kept == expected and result.scores == rurs
+    assert result.scorer == "rur" and result.threshold == 0.7
+    with pytest.raises(ValueError, match="toxicity' only"):
+        behavior_references(llama, tokenizer, TEXTS, behavior="repetition", scorer=lambda t: [0.0] * len(t))
+
+
+def test_empty_continuations_are_never_kept(tokenizer, generations):
+    model = make_model("llama")
+    eos = generations[0]["continuation_ids"][0]
+    model.generation_config.eos_token_id = eos  # the first prompt's continuation becomes empty
+    # Thresholds that every non-empty continuation passes
+    for behavior, scorer, threshold in (
+        ("toxicity", lambda texts: [1.0] * len(texts), 0.0),
+        ("repetition", None, 1.01),
+    ):
+        result = behavior_references(
+            model,
+            tokenizer,
+            TEXTS,
+            behavior=behavior,
+            threshold=threshold,
+            scorer=scorer,
+            max_new_tokens=MAX_NEW,
+            progress=False,
+        )
+        assert 0 not in result.kept and len(result.kept) >= 1
+    assert math.isnan(result.scores[0])
+
+
+def test_a_behavior_set_is_a_reference_set_explaining_continuations_only(llama, tokenizer, generations):
+    _, scorer = content_scorer(generations)
+    result = behavior_references(
+        llama, tokenizer, TEXTS, max_new_tokens=MAX_NEW, scorer=scorer, progress=False
+    )
+    assert isinstance(result, BehaviorSet)
+    samples = tokenize(result, tokenizer, max_length=64)
+    for sample, pair in zip(samples, result, strict=True):
+        assert sample.explain_from == len(tokenizer(pair["prompt"])["input_ids"])
+        assert sample.n_explained == len(
+            tokenizer(pair["continuation"], add_special_tokens=False)["input_ids"]
+        )
+
+
+def test_bad_arguments(llama, tokenizer):
+    with pytest.raises(ValueError, match="Unknown behavior"):
+        behavior_references(llama, tokenizer, TEXTS, behavior="sycophancy")
+    with pytest.raises(ValueError, match="limit"):
+        behavior_references(llama, tokenizer, TEXTS, limit=0)
+    with pytest.raises(ValueError, match="No prompts"):
+        behavior_references(llama, tokenizer, [], scorer=lambda texts: [])
