@@ -56,12 +56,16 @@ def median_forward_seconds(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="local model path (default: a small random Llama)")
+    parser.add_argument("--hidden", type=int, default=256, help="hidden size of the random Llama")
     parser.add_argument("--level", choices=["neuron", "head", "weight", "all"], default="all")
     parser.add_argument("--fraction", type=float, default=0.01, help="share of components to prune")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128, help="sequence length")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     if args.model:
@@ -71,11 +75,11 @@ def main() -> None:
 
     else:
         config = LlamaConfig(
-            hidden_size=256,
-            intermediate_size=1024,
+            hidden_size=args.hidden,
+            intermediate_size=4 * args.hidden,
             num_hidden_layers=4,
-            num_attention_heads=8,
-            num_key_value_heads=4,
+            num_attention_heads=args.hidden // 32,
+            num_key_value_heads=args.hidden // 64,
             vocab_size=1000,
         )
         state = AutoModelForCausalLM.from_config(config).state_dict()

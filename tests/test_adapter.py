@@ -159,6 +159,40 @@ def test_weight_level_dense_masks_use_exact_masked_matmul(arch):
     assert torch.equal(logits(peft_model), unmerged)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_sparse_weight_masks_follow_weight_changes_and_partial_merges(arch):
+    model = tiny_model(arch)
+    a, b = masks_for(model, "weight", seed=1), masks_for(model, "weight", seed=2)
+    peft_model = hf_sparc.apply_masks(model, a, adapter_name="a")
+    hf_sparc.apply_masks(peft_model, b, adapter_name="b")
+    peft_model.base_model.set_adapter(["a", "b"])
+    reference = hf_sparc.apply_masks(tiny_model(arch), a.union(b))
+    torch.testing.assert_close(logits(peft_model), logits(reference))
+    # "a" merged while "b" stays unmerged: the cached correction must see a's zeros
+    peft_model.merge_adapter(adapter_names=["a"])
+    torch.testing.assert_close(logits(peft_model), logits(reference))
+    peft_model.unmerge_adapter()
+    # weights changed in place (e.g. by an optimizer step): the correction must follow
+    with torch.no_grad():
+        for module in (peft_model.get_base_model(), reference.get_base_model()):
+            for p in module.parameters():
+                p.mul_(1.5)
+    torch.testing.assert_close(logits(peft_model), logits(reference))
+    reference.merge_adapter()
+    torch.testing.assert_close(logits(peft_model), logits(reference))
+    # a neuron adapter merged on the same modules zeroes whole rows under the cached correction
+    neurons = masks_for(model, "neuron")
+    hf_sparc.apply_masks(peft_model, neurons, adapter_name="n")
+    peft_model.base_model.set_adapter(["a", "b", "n"])
+    peft_model.merge_adapter(adapter_names=["n"])
+    outputs = {}
+    for name in neurons:
+        layer = peft_model.get_base_model().get_submodule(name)
+        layer.register_forward_hook(lambda m, a, out, n=name: outputs.__setitem__(n, out))
+    logits(peft_model)
+    assert all(torch.count_nonzero(outputs[n][..., idx]) == 0 for n, idx in neurons.items())
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("level", LEVELS)
 def test_save_load_round_trips_bit_for_bit(arch, level, tmp_path):

@@ -61,6 +61,9 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         self._originals: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         # (tensor identity, version) of the indices last validated, per adapter
         self._validated: dict[str, tuple[int, int]] = {}
+        # weight level: (key, union of pruned ids) and (key, pruned entries as a CSR matrix)
+        self._union_cache: tuple[tuple, torch.Tensor] | None = None
+        self._csr_cache: tuple[tuple, torch.Tensor] | None = None
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self._active_adapter = adapter_name
@@ -163,21 +166,55 @@ class SparcLayer(nn.Module, BaseTunerLayer):
 
     def _weight_masked_forward(self, x: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
         weight, bias = self.base_layer.weight, self.base_layer.bias
-        ids = [self.indices(name) for name in adapter_names]
-        ids = ids[0] if len(ids) == 1 else torch.unique(torch.cat(ids))
+        ids = self._pruned_weight_ids(adapter_names)
         tokens = x.numel() // x.shape[-1]
         if tokens * ids.numel() > weight.numel():
-            # Dense mask: one masked copy of the weight costs less than per-token corrections.
+            # Dense mask: one masked copy of the weight costs less than per-token corrections,
+            # and gives exactly the merged result.
             masked = weight.flatten().index_fill(0, ids, 0).view_as(weight)
             return _matmul(x, masked, bias, self.transposed)
-        # Sparse mask: subtract x[in] * w for each pruned (out, in) pair instead of copying the weight;
-        # the [tokens, pruned] temporary is at most weight-sized by the test above.
+        # Sparse mask: subtract x @ P.T, P holding only the pruned entries (sparse CSR; float32,
+        # the dtype every backend's sparse matmul supports). Equal to merged up to rounding.
         result = self.base_layer(x)
-        width = weight.shape[1]
-        rows, cols = ids // width, ids % width
-        out_idx, in_idx = (cols, rows) if self.transposed else (rows, cols)
-        contribution = x[..., in_idx] * weight.flatten()[ids].to(x.dtype)
-        return result.index_add_(-1, out_idx, contribution, alpha=-1)
+        correction = torch.sparse.mm(self._pruned_matrix(ids), x.reshape(-1, x.shape[-1]).float().T)
+        return result.sub_(correction.T.reshape(result.shape).to(result.dtype))
+
+    def _pruned_weight_ids(self, adapter_names: list[str]) -> torch.Tensor:
+        """Union of the adapters' pruned flat weight ids, cached until their indices change."""
+        ids = [self.indices(name) for name in adapter_names]
+        key = tuple((name, self._validated[name]) for name in adapter_names)
+        if self._union_cache is None or self._union_cache[0] != key:
+            self._union_cache = (key, ids[0] if len(ids) == 1 else torch.unique(torch.cat(ids)))
+        return self._union_cache[1]
+
+    def _pruned_matrix(self, ids: torch.Tensor) -> torch.Tensor:
+        """``[out, in]`` CSR matrix of the pruned weight entries.
+
+        Rebuilt only when the pruned set, the weight tensor or its values (version counter; merges
+        write through ``.data``, which bypasses it, so the merge state is part of the key) change.
+        """
+        weight = self.base_layer.weight
+        key = (self._union_cache[0], weight.data_ptr(), weight._version, tuple(self.merged_adapters))
+        if self._csr_cache is None or self._csr_cache[0] != key:
+            width = weight.shape[1]
+            rows, cols = ids // width, ids % width
+            out_idx, in_idx = (cols, rows) if self.transposed else (rows, cols)
+            # CSR wants entries ordered by output row (Conv1D ids are ordered by input row)
+            order = torch.argsort(out_idx * self.in_features + in_idx)
+            crow = torch.zeros(self.out_features + 1, dtype=torch.int64, device=ids.device)
+            crow[1:] = torch.bincount(out_idx, minlength=self.out_features).cumsum(0)
+            values = weight.detach().flatten()[ids].float()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                matrix = torch.sparse_csr_tensor(
+                    crow,
+                    in_idx[order],
+                    values[order],
+                    size=(self.out_features, self.in_features),
+                    check_invariants=True,  # built once per change, so the check is cheap
+                )
+            self._csr_cache = (key, matrix)
+        return self._csr_cache[1]
 
     # -- merging -----------------------------------------------------------------------------
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
