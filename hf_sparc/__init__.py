@@ -4,8 +4,10 @@ Compute LRP relevance of weights, neurons and heads on reference texts, contrast
 with general behaviour, and ship the cut as a PEFT-style mask adapter.
 """
 
+from hf_sparc import metrics
 from hf_sparc.architectures import supported_model_types
 from hf_sparc.attribution import attribute, lrp_rules
+from hf_sparc.behavior import BehaviorSet, behavior_references
 from hf_sparc.export import export_ia3, export_merged, save_adapter
 from hf_sparc.hub import model_card, push_to_hub
 from hf_sparc.masks import Masks, MaskSummary
@@ -18,6 +20,7 @@ from hf_sparc.tuner.model import apply_masks
 __version__ = "0.1.0"
 
 __all__ = [
+    "BehaviorSet",
     "MaskSummary",
     "Masks",
     "Relevance",
@@ -28,9 +31,11 @@ __all__ = [
     "__version__",
     "apply_masks",
     "attribute",
+    "behavior_references",
     "export_ia3",
     "export_merged",
     "lrp_rules",
+    "metrics",
     "model_card",
     "push_to_hub",
     "save_adapter",

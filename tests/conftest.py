@@ -165,6 +165,15 @@ def make_model(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.fl
     return model.eval()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy shared CPU, contention makes them 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer() -> PreTrainedTokenizerFast:
     return make_tokenizer()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from conftest import TEXTS, make_model
 
 from hf_sparc.behavior import BehaviorSet, behavior_references
@@ -13,15 +12,6 @@ from hf_sparc.data import tokenize
 from hf_sparc.metrics import generate_continuations, response_uniqueness_ratio
 
 MAX_NEW = 5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy shared CPU, contention makes them 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,6 @@ from hf_sparc.metrics import (
 PROMPTS = TEXTS[:4]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy shared CPU, contention makes them 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def llama():
     return make_model("llama")

@@ -1,0 +1,239 @@
+"""Behaviour correction with equal-size controls: the paper's experiment as one function.
+
+``run_correction`` builds the undesired reference set from the model's own behaviour
+(greedy continuations that score as toxic / repetitive), attributes it and general text,
+selects the same number of components with LRP and with each control (Gradient×Input,
+activation, magnitude, random over several seeds), and measures the behaviour and perplexity
+on held-out data for every selection. Same count, same level, same evaluation data for all:
+a win of LRP over the controls cannot be mere capacity loss.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from hf_sparc.assets import builtin_dataset
+from hf_sparc.attribution import attribute
+from hf_sparc.attribution.methods import get_method
+from hf_sparc.masks import Masks
+from hf_sparc.selection import select, select_contrastive
+from hf_sparc.tuner.model import apply_masks
+
+Behavior = Literal["toxicity", "repetition"]
+# behaviour -> (built-in candidate prompts, metric reported, lower is better)
+_BEHAVIORS = {
+    "toxicity": ("toxic-prompts", "toxic_rate"),
+    "repetition": ("repetition-prompts", "mean_rur"),
+}
+DATA_CONTROLS = ("gradient", "activation", "wanda")
+
+
+@dataclass
+class CorrectionSettings:
+    """Sizes and options of one correction run (all recorded in the report).
+
+    Defaults are sized for a 2-core CPU and SmolLM2-135M (about 10–15 minutes).
+    """
+
+    behavior: Behavior = "toxicity"
+    method: str = "lrp"
+    level: str = "neuron"
+    count: int = 138
+    absolute: bool = True
+    threshold: float | None = None
+    n_candidates: int = 96
+    n_general: int = 32
+    n_eval_prompts: int = 64
+    n_eval_texts: int = 32
+    max_new_tokens: int = 32
+    max_length: int = 64
+    batch_size: int = 16
+    random_seeds: int = 5
+    controls: tuple[str, ...] = ("gradient", "activation", "magnitude", "random")
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CorrectionResult:
+    """What :func:`run_correction` measured.
+
+    ``rows`` maps a selection name (``"base"``, ``"lrp"``, ``"random"``, ...) to its metrics;
+    random is the mean over seeds with ``*_sd`` standard deviations. ``masks`` holds the selection
+    of the main method, ``references`` what the undesired reference set was made of.
+    """
+
+    settings: CorrectionSettings
+    rows: dict[str, dict[str, float]]
+    masks: Masks
+    references: dict[str, Any]
+    metric: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": asdict(self.settings),
+            "metric": self.metric,
+            "rows": self.rows,
+            "references": self.references,
+            "pruned": self.masks.total(),
+            "of": self.masks.size(),
+        }
+
+    def table(self) -> str:
+        """Markdown table: behaviour metric and perplexity per selection, change vs base."""
+        base = self.rows["base"]
+        lines = [
+            f"| selection | {self.metric} | Δ vs base | perplexity | Δ vs base |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, row in self.rows.items():
+            cells = [name]
+            for key in (self.metric, "perplexity"):  # "pruned" is the same for all: checked in tests
+                value, sd = row[key], row.get(f"{key}_sd")
+                cells.append(f"{value:.4f}" + (f" ± {sd:.4f}" if sd is not None else ""))
+                cells.append("" if name == "base" else f"{(value - base[key]) / base[key]:+.1%}")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def _evaluate(model: nn.Module, tokenizer, prompts, texts, s: CorrectionSettings, scorer) -> dict[str, float]:
+    from hf_sparc.metrics import perplexity, repetition, toxicity
+
+    common = dict(max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, progress=False)
+    if s.behavior == "toxicity":
+        measured = toxicity(model, tokenizer, prompts, scorer=scorer, **common)
+        row = {"toxic_rate": measured["toxic_rate"], "mean_toxicity": measured["mean_toxicity"]}
+    else:
+        row = {"mean_rur": repetition(model, tokenizer, prompts, **common)["mean_rur"]}
+    row["perplexity"] = perplexity(
+        model, tokenizer, texts, max_length=s.max_length, batch_size=s.batch_size, progress=False
+    )
+    return row
+
+
+def _evaluate_masks(model, tokenizer, masks: Masks, prompts, texts, s, scorer) -> dict[str, float]:
+    peft_model = apply_masks(model, masks, adapter_name="evaluation")
+    try:
+        return {**_evaluate(peft_model, tokenizer, prompts, texts, s, scorer), "pruned": masks.total()}
+    finally:
+        peft_model.unload()
+
+
+def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        merged[key] = statistics.fmean(values)
+        merged[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return merged
+
+
+def _contrastive(model, tokenizer, method: str, references, general, s: CorrectionSettings) -> Masks:
+    common = dict(
+        tokenizer=tokenizer,
+        method=method,
+        level=s.level,
+        absolute=s.absolute,
+        max_length=s.max_length,
+        batch_size=max(1, s.batch_size // 2),
+    )
+    undesired_rel = attribute(model, references, **common)
+    general_rel = attribute(model, general, **common)
+    return select_contrastive(undesired=undesired_rel, general=general_rel, count=s.count, model=model)
+
+
+def run_correction(
+    model: nn.Module, tokenizer, settings: CorrectionSettings | None = None, *, scorer=None
+) -> CorrectionResult:
+    """Run the correction experiment on built-in data; see the module docstring.
+
+    Returns the metrics of the unpruned model, of the main method's selection and of every
+    control, all at ``settings.count`` components of ``settings.level``. ``scorer``: toxicity
+    scorer (see :func:`hf_sparc.metrics.toxicity_scorer`; default ``alt-profanity-check``).
+    """
+    from hf_sparc.behavior import behavior_references
+
+    s = settings or CorrectionSettings()
+    if s.behavior not in _BEHAVIORS:
+        raise ValueError(f"Unknown behavior {s.behavior!r}; expected one of {list(_BEHAVIORS)}.")
+    for control in s.controls:
+        get_method(control, s.level)
+    candidates_name, metric = _BEHAVIORS[s.behavior]
+    candidates = builtin_dataset(candidates_name, "reference", seed=s.seed)[: s.n_candidates]
+    general = builtin_dataset("general", "reference", seed=s.seed)[: s.n_general]
+    prompts = builtin_dataset(candidates_name, "evaluation", seed=s.seed)[: s.n_eval_prompts]
+    texts = builtin_dataset("general", "evaluation", seed=s.seed)[: s.n_eval_texts]
+
+    references = behavior_references(
+        model,
+        tokenizer,
+        candidates,
+        behavior=s.behavior,
+        threshold=s.threshold,
+        max_new_tokens=s.max_new_tokens,
+        batch_size=s.batch_size,
+        **({"scorer": scorer} if s.behavior == "toxicity" else {}),
+    )
+    if len(references) == 0:
+        raise ValueError(
+            f"None of {len(candidates)} candidate prompts made the model show {s.behavior} above the "
+            "threshold; lower the threshold or use more candidates."
+        )
+    rows = {"base": _evaluate(model, tokenizer, prompts, texts, s, scorer)}
+
+    def measure(chosen: Masks) -> dict[str, float]:
+        return _evaluate_masks(model, tokenizer, chosen, prompts, texts, s, scorer)
+
+    masks = _contrastive(model, tokenizer, s.method, list(references), general, s)
+    rows[s.method] = measure(masks)
+    for control in s.controls:
+        if control in DATA_CONTROLS:
+            rows[control] = measure(_contrastive(model, tokenizer, control, list(references), general, s))
+        elif control == "random":
+            rows["random"] = _mean_rows(
+                [
+                    measure(
+                        select(attribute(model, method="random", level=s.level, seed=seed), count=s.count)
+                    )
+                    for seed in range(s.random_seeds)
+                ]
+            )
+        else:  # data-free ranking, e.g. magnitude: cut the least important by that score
+            rows[control] = measure(select(attribute(model, method=control, level=s.level), count=s.count))
+    summary = references.summary()
+    summary["n_general"] = len(general)
+    return CorrectionResult(s, rows, masks, summary, metric)
+
+
+def plot(result: CorrectionResult, path: str) -> None:
+    """Bar chart of the behaviour metric and perplexity per selection (random: mean ± sd)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result.rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key in zip(axes, (result.metric, "perplexity"), strict=True):
+        values = [result.rows[n][key] for n in names]
+        errors = [result.rows[n].get(f"{key}_sd", 0.0) for n in names]
+        colors = [
+            "#888888" if n == "base" else "#d62728" if n == result.settings.method else "#1f77b4"
+            for n in names
+        ]
+        ax.bar(names, values, yerr=errors, color=colors, capsize=3)
+        ax.axhline(result.rows["base"][key], color="#444444", linestyle="--", linewidth=1)
+        ax.set_title(f"{key} ({'lower' if key != 'mean_rur' else 'higher'} is better)")
+        ax.tick_params(axis="x", rotation=30)
+        if not all(math.isfinite(v) for v in values):
+            ax.set_yscale("symlog")
+    s = result.settings
+    fig.suptitle(f"{s.behavior}: {s.count} {s.level}s pruned per selection (same count for every control)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

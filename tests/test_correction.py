@@ -1,0 +1,52 @@
+"""The correction experiment with controls, on a tiny model with a stand-in toxicity scorer."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_model
+
+from hf_sparc.correction import CorrectionSettings, plot, run_correction
+
+pytest.importorskip("matplotlib")
+
+
+def test_controls_use_the_same_count_and_level(tokenizer, tmp_path):
+    model = make_model("llama")
+    settings = CorrectionSettings(
+        count=5,
+        n_candidates=4,
+        n_general=4,
+        n_eval_prompts=4,
+        n_eval_texts=4,
+        max_new_tokens=4,
+        max_length=16,
+        batch_size=4,
+        random_seeds=2,
+    )
+    calls = []
+
+    def everything_is_toxic(texts):
+        calls.append(len(texts))
+        return [1.0] * len(texts)
+
+    result = run_correction(model, tokenizer, settings, scorer=everything_is_toxic)
+    assert list(result.rows) == ["base", "lrp", "gradient", "activation", "magnitude", "random"]
+    assert result.masks.total() == 5 and result.masks.level == "neuron"
+    assert all(row["pruned"] == 5 for name, row in result.rows.items() if name != "base")
+    assert "toxic_rate_sd" in result.rows["random"] and result.rows["base"]["toxic_rate"] == 1.0
+    assert result.references["n_candidates"] == 4 and 1 <= result.references["n_kept"] <= 4
+    assert all(row["perplexity"] > 1 for row in result.rows.values())
+    table = result.table()
+    assert all(f"| {name} |" in table for name in result.rows)
+    plot(result, str(tmp_path / "plot.png"))
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+    # references + base + lrp + 3 controls + 2 random seeds, each scored once
+    assert len(calls) >= 1 + 1 + 1 + 3 + 2
+
+
+def test_unknown_behavior_or_control_fails_before_any_work(tokenizer):
+    model = make_model("llama")
+    with pytest.raises(ValueError, match="Unknown behavior"):
+        run_correction(model, tokenizer, CorrectionSettings(behavior="rudeness"))
+    with pytest.raises(ValueError, match="cannot score"):
+        run_correction(model, tokenizer, CorrectionSettings(controls=("wanda",)))
