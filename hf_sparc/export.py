@@ -133,7 +133,7 @@ def _merged(model: torch.nn.Module) -> Iterator[None]:
             pending = [
                 a
                 for a in layer.active_adapters
-                if a in layer.sparc_indices and a not in layer.merged_adapters
+                if a in layer.pruning_indices and a not in layer.merged_adapters
             ]
             if pending:
                 layer.merge(adapter_names=pending)
@@ -195,7 +195,7 @@ def export_ia3(
     names = adapter_names or list(peft_model.active_adapters)
     targets, feedforward, tensors, conv1d = [], [], {}, False
     for module_name, layer in _sparc_layers(peft_model.get_base_model()):
-        levels = {layer.sparc_level[a] for a in names if a in layer.sparc_indices}
+        levels = {layer.pruning_level[a] for a in names if a in layer.pruning_indices}
         if not levels:
             continue
         if "weight" in levels:
@@ -209,7 +209,7 @@ def export_ia3(
         on_input = levels == {"head"}
         scale = torch.ones(layer.in_features if on_input else layer.out_features)
         for adapter in names:
-            if adapter in layer.sparc_indices:
+            if adapter in layer.pruning_indices:
                 scale[layer.features(adapter).cpu()] = 0
         targets.append(module_name)
         if on_input:

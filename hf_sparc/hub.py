@@ -106,7 +106,7 @@ def _summary(peft_model: PeftModel, adapter_name: str) -> MaskSummary:
             config.mask_modules.get(name, name), config.module_counts[name], layer.n_components(adapter_name)
         )
         for name, layer in peft_model.get_base_model().named_modules()
-        if isinstance(layer, SparcLayer) and adapter_name in layer.sparc_indices
+        if isinstance(layer, SparcLayer) and adapter_name in layer.pruning_indices
     ]
     return MaskSummary(config.level, tuple(rows))
 

@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+import warnings
 
 import pytest
 import torch
@@ -182,9 +183,9 @@ def test_sparse_weight_masks_follow_weight_changes_and_partial_merges(arch):
     torch.testing.assert_close(logits(peft_model), logits(reference))
     # a neuron adapter merged on the same modules zeroes whole rows under the cached correction
     neurons = masks_for(model, "neuron")
-    hf_sparc.apply_masks(peft_model, neurons, adapter_name="n")
-    peft_model.base_model.set_adapter(["a", "b", "n"])
-    peft_model.merge_adapter(adapter_names=["n"])
+    hf_sparc.apply_masks(peft_model, neurons, adapter_name="neurons")
+    peft_model.base_model.set_adapter(["a", "b", "neurons"])
+    peft_model.merge_adapter(adapter_names=["neurons"])
     outputs = {}
     for name in neurons:
         layer = peft_model.get_base_model().get_submodule(name)
@@ -242,6 +243,17 @@ def test_transformers_loaders(arch, tmp_path):
     plain = AutoModelForCausalLM.from_pretrained(base_dir).eval()
     plain.load_adapter(adapter_dir, adapter_name="sparc")
     assert torch.equal(logits(plain), expected)
+
+
+def test_adapter_named_sparc_round_trips_without_warnings(tmp_path):
+    model = tiny_model("llama")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        peft_model = hf_sparc.apply_masks(model, masks_for(model, "neuron"), adapter_name="sparc")
+        hf_sparc.save_adapter(peft_model, tmp_path)
+        loaded = PeftModel.from_pretrained(tiny_model("llama"), tmp_path, adapter_name="sparc")
+    assert not [w for w in caught if "prefix" in str(w.message)]
+    assert torch.equal(logits(loaded), logits(peft_model))
 
 
 def test_two_adapters_prune_their_union(tmp_path):

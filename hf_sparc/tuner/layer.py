@@ -28,14 +28,14 @@ _NOT_LOADED = -1
 class SparcLayer(nn.Module, BaseTunerLayer):
     """Wraps one ``nn.Linear`` or ``Conv1D`` and prunes it according to one or more adapters.
 
-    Every adapter stores only its sorted pruned indices (``sparc_indices[adapter]``, int64),
+    Every adapter stores only its sorted pruned indices (``pruning_indices[adapter]``, int64),
     whose meaning is given by its level: output features (``"neuron"``), heads at the input
     (``"head"``, each ``head_dim`` wide) or flat weight positions (``"weight"``). Several active
     adapters prune the union of their masks.
     """
 
     adapter_layer_names = ()
-    other_param_names = ("sparc_indices", "sparc_level", "sparc_group")
+    other_param_names = ("pruning_indices", "pruning_level", "pruning_group")
 
     def __init__(
         self,
@@ -54,9 +54,9 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         self.transposed = isinstance(base_layer, Conv1D)
         weight_shape = tuple(base_layer.weight.shape)
         self.in_features, self.out_features = weight_shape[::-1] if not self.transposed else weight_shape
-        self.sparc_indices = BufferDict(persistent=True)
-        self.sparc_level: dict[str, str] = {}
-        self.sparc_group: dict[str, int] = {}
+        self.pruning_indices = BufferDict(persistent=True)
+        self.pruning_level: dict[str, str] = {}
+        self.pruning_group: dict[str, int] = {}
         # pruned weight entries (and bias entries) as they were before merge(), per merged adapter
         self._originals: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         # (tensor identity, version) of the indices last validated, per adapter
@@ -74,23 +74,25 @@ class SparcLayer(nn.Module, BaseTunerLayer):
     def update_layer(self, adapter_name: str, level: str, count: int, group: int = 1) -> None:
         """Add an adapter slot of ``count`` indices (filled later by ``load_state_dict``)."""
         device = self.base_layer.weight.device
-        self.sparc_indices[adapter_name] = torch.full((count,), _NOT_LOADED, dtype=torch.int64, device=device)
-        self.sparc_level[adapter_name] = level
-        self.sparc_group[adapter_name] = group
+        self.pruning_indices[adapter_name] = torch.full(
+            (count,), _NOT_LOADED, dtype=torch.int64, device=device
+        )
+        self.pruning_level[adapter_name] = level
+        self.pruning_group[adapter_name] = group
         self.set_adapter(self.active_adapters)
 
     def n_components(self, adapter_name: str) -> int:
         """How many units (neurons, heads or weights) the adapter's indices range over."""
-        level = self.sparc_level[adapter_name]
+        level = self.pruning_level[adapter_name]
         if level == "weight":
             return self.in_features * self.out_features
         if level == "head":
-            return self.in_features // self.sparc_group[adapter_name]
+            return self.in_features // self.pruning_group[adapter_name]
         return self.out_features
 
     def indices(self, adapter_name: str) -> torch.Tensor:
         """The adapter's pruned indices, validated (once per change) before first use."""
-        tensor = self.sparc_indices[adapter_name]
+        tensor = self.pruning_indices[adapter_name]
         stamp = (id(tensor), tensor._version)
         if self._validated.get(adapter_name) != stamp:
             self._check(adapter_name, tensor)
@@ -106,12 +108,12 @@ class SparcLayer(nn.Module, BaseTunerLayer):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
         # Validate incoming indices before they are copied into the buffers, so a bad file never
         # leaves a half-written adapter behind.
-        for adapter_name in self.sparc_indices:
-            key = f"{prefix}sparc_indices.{adapter_name}"
+        for adapter_name in self.pruning_indices:
+            key = f"{prefix}pruning_indices.{adapter_name}"
             if key in state_dict:
                 incoming = state_dict[key]
                 where = f"SPARC adapter {adapter_name!r}, module {self.module_name}"
-                expected = self.sparc_indices[adapter_name].numel()
+                expected = self.pruning_indices[adapter_name].numel()
                 if incoming.dim() == 1 and incoming.numel() != expected:
                     raise ValueError(
                         f"{where}: the config announces {expected} indices, the file has {incoming.numel()}."
@@ -123,7 +125,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
     def features(self, adapter_name: str) -> torch.Tensor:
         """Neuron level: output features; head level: input features of the pruned heads."""
         idx = self.indices(adapter_name)
-        group = self.sparc_group[adapter_name]
+        group = self.pruning_group[adapter_name]
         if group == 1:
             return idx
         offsets = torch.arange(group, device=idx.device)
@@ -132,7 +134,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
     def _merge_target(self, adapter_name: str) -> tuple[torch.Tensor, int, torch.Tensor]:
         """(weight view, dim, ids) such that ``view.index_fill_(dim, ids, 0)`` merges the adapter."""
         weight = self.base_layer.weight.data
-        level = self.sparc_level[adapter_name]
+        level = self.pruning_level[adapter_name]
         if level == "weight":
             return weight.view(-1), 0, self.indices(adapter_name)
         # neuron = output features, head = input features; rows of [out, in] or of Conv1D's [in, out]
@@ -143,8 +145,8 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         """Active, not merged adapters, grouped by level."""
         by_level: dict[str, list[str]] = {"neuron": [], "head": [], "weight": []}
         for name in self.active_adapters:
-            if name in self.sparc_indices and name not in self.merged_adapters:
-                by_level[self.sparc_level[name]].append(name)
+            if name in self.pruning_indices and name not in self.merged_adapters:
+                by_level[self.pruning_level[name]].append(name)
         return by_level
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -226,11 +228,11 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         adapter_names = check_adapters_to_merge(self, adapter_names)
         bias = self.base_layer.bias
         for name in adapter_names:
-            if name not in self.sparc_indices:
+            if name not in self.pruning_indices:
                 continue
             view, dim, ids = self._merge_target(name)
             saved_bias = None
-            if self.sparc_level[name] == "neuron" and bias is not None:
+            if self.pruning_level[name] == "neuron" and bias is not None:
                 saved_bias = bias.data[ids].clone()
                 bias.data[ids] = 0
             self._originals[name] = (view.index_select(dim, ids), saved_bias)
@@ -266,5 +268,5 @@ def _matmul(
 
 
 def _check_loaded(module: SparcLayer, incompatible_keys: Any) -> None:
-    for adapter_name in module.sparc_indices:
+    for adapter_name in module.pruning_indices:
         module.indices(adapter_name)

@@ -59,7 +59,9 @@ class SparcModel(BaseTuner):
     after checking that each one exists with the recorded weight shape.
     """
 
-    prefix: str = "sparc_"
+    # Not "sparc_": PEFT warns whenever an adapter name occurs in the prefix, and "sparc" is the
+    # natural adapter name.
+    prefix: str = "pruning_"
     tuner_layer_cls = SparcLayer
     target_module_mapping: dict[str, list[str]] = {}  # noqa: RUF012 (BaseTuner's interface)
 
@@ -157,7 +159,7 @@ def apply_masks(model: nn.Module, masks: Masks, adapter_name: str = "default") -
     else:
         peft_model = get_peft_model(base, config, adapter_name=adapter_name)
     targets = {mask_key: target for target, mask_key in config.mask_modules.items()}
-    state = {f"base_model.model.{targets[name]}.sparc_indices": idx for name, idx in masks.items()}
+    state = {f"base_model.model.{targets[name]}.pruning_indices": idx for name, idx in masks.items()}
     set_peft_model_state_dict(peft_model, state, adapter_name=adapter_name)
     peft_model.set_adapter(adapter_name)
     guard_save_pretrained(peft_model)
