@@ -94,9 +94,9 @@ def _perplexity(model, tokenizer, spec: str | None, args) -> float | None:
     if spec is None:
         return None
     from hf_sparc.metrics import perplexity
-    from hf_sparc.sources import load_texts
+    from hf_sparc.sources import load_texts, plain_texts
 
-    texts = load_texts(spec, default_split="evaluation")
+    texts = plain_texts(load_texts(spec, default_split="evaluation"))
     return perplexity(model, tokenizer, texts, max_length=args.max_length, batch_size=args.batch_size)
 
 

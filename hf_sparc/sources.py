@@ -59,6 +59,23 @@ def _read_file(path: Path) -> list[Any]:
     return items
 
 
+def plain_texts(items: list[Any], text_column: str = "text") -> list[str]:
+    """Items as plain strings (for perplexity): a dict's text column, or prompt + continuation."""
+    texts = []
+    for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict) and text_column in item:
+            texts.append(item[text_column])
+        elif isinstance(item, dict) and "prompt" in item:
+            texts.append(item["prompt"] + item.get("continuation", ""))
+        else:
+            raise ValueError(
+                f"Cannot read a text from {item!r}; expected a string or a dict with {text_column!r}."
+            )
+    return texts
+
+
 def load_texts(spec: str, *, default_split: str = "reference", seed: int = 0) -> list[Any]:
     """Load the texts (or dicts) that ``spec`` names; raises a one-line error when it can't."""
     from hf_sparc import assets

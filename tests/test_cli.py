@@ -114,3 +114,27 @@ def test_user_mistakes_exit_2_with_one_line_and_leave_no_output(workspace, tmp_p
     with pytest.raises(SystemExit) as exit_info:
         main(["correct", "--bogus"])
     assert exit_info.value.code == 2
+
+
+def test_evaluate_and_correct_with_eval_set_report_perplexity(workspace, tmp_path, capsys):
+    from hf_sparc.metrics import perplexity
+
+    common = ["--model", str(workspace / "model")]
+    texts = str(workspace / "general.jsonl")
+    assert main(["evaluate", *common, "--texts", texts]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    model = AutoModelForCausalLM.from_pretrained(workspace / "model")
+    rows = [json.loads(line) for line in (workspace / "general.jsonl").read_text().splitlines()]
+    expected = perplexity(model, make_tokenizer(), [row["text"] for row in rows], progress=False)
+    assert printed["perplexity"] == pytest.approx(expected, rel=1e-6)
+
+    run = tmp_path / "run"
+    assert main(["correct", *common, "--general", texts, "--undesired", str(workspace / "undesired.txt"),
+                 "--count", "10", "--eval", texts, "--output", str(run)]) == 0  # fmt: skip
+    capsys.readouterr()
+    report = json.loads((run / "report.json").read_text())
+    assert report["metrics_before"]["perplexity"] == pytest.approx(expected, rel=1e-6)
+    assert report["metrics_after"]["perplexity"] != report["metrics_before"]["perplexity"]
+    assert main(["evaluate", *common, "--adapter", str(run), "--texts", texts]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["perplexity"] == pytest.approx(report["metrics_after"]["perplexity"], rel=1e-6)
