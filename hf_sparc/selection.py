@@ -8,7 +8,7 @@ Ties are broken by module order, then by index, so the same scores always give t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
@@ -59,8 +59,7 @@ def select(
         raise ValueError(f"keep must be 'highest' or 'lowest', got {keep!r}.")
     amount = f"count={count}" if count is not None else f"fraction={fraction}"
     rule = f"select(keep={keep!r}, scope={scope!r}, {amount})"
-    sign = 1.0 if keep == "highest" else -1.0
-    return _select(rel, sign, count, fraction, scope, model, rule)
+    return _select(rel, keep == "lowest", count, fraction, scope, model, rule)
 
 
 def select_contrastive(
@@ -85,12 +84,12 @@ def select_contrastive(
     diff = general - undesired
     amount = f"count={count}" if count is not None else f"fraction={fraction}"
     rule = f"select_contrastive(scope={scope!r}, {amount})"
-    return _select(diff, 1.0, count, fraction, scope, model, rule)
+    return _select(diff, False, count, fraction, scope, model, rule)
 
 
 def _select(
     rel: Relevance,
-    sign: float,
+    prune_highest: bool,
     count: int | None,
     fraction: float | None,
     scope: str,
@@ -112,9 +111,22 @@ def _select(
             raise ValueError(f"Relevance of {name} contains NaN or Inf; cannot rank it.")
 
     names = list(rel)
-    # float64: R_diff of two float32 sums can differ in the last bits only, which must still rank
-    scores = [sign * rel[name].detach().to("cpu", torch.float64) for name in names]
-    if scope == "row":
+
+    def ranked(name: str) -> torch.Tensor:
+        """Scores of one module such that the lowest are pruned first (one module in memory at a time)."""
+        scores = rel[name].detach().cpu()
+        # widening half precision is exact, and not every sort/selection kernel has half versions
+        scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+        return -scores if prune_highest else scores
+
+    available = sum(rel[name].numel() for name in names)
+    k = _amount(count, fraction, available)
+    if scope == "global":
+        picked = _lowest_global((ranked(name) for name in names), k, len(names))
+    elif scope == "layer":
+        quotas = _apportion(k, torch.tensor([rel[name].numel() for name in names]))
+        picked = [_lowest_in(ranked(name).flatten(), int(q)) for name, q in zip(names, quotas, strict=True)]
+    else:
         if rel.level != "weight":
             raise ValueError(f"scope='row' needs weight-level relevance, this is {rel.level}-level.")
         if model is None:
@@ -124,28 +136,20 @@ def _select(
             )
         base = unwrap_model(model)
         transposed = [isinstance(_base_layer(base.get_submodule(name)), Conv1D) for name in names]
-        # one "unit" per output row: rows of [out, in], columns of a Conv1D's [in, out]
-        units = [s.t() if t else s for s, t in zip(scores, transposed, strict=True)]
-    else:
-        units = scores
-
-    available = sum(s.numel() for s in scores)
-    k = _amount(count, fraction, available)
-    if scope == "global":
-        picked = _lowest_global(scores, k)
-    elif scope == "layer":
-        quotas = _apportion(k, torch.tensor([s.numel() for s in scores]))
-        picked = [_lowest_in(s.flatten(), int(q)) for s, q in zip(scores, quotas, strict=True)]
-    else:
-        row_sizes = torch.cat([torch.full((u.shape[0],), u.shape[1]) for u in units])
-        quotas = torch.split(_apportion(k, row_sizes), [u.shape[0] for u in units])
+        # one unit per output row: rows of [out, in], columns of a Conv1D's [in, out]
+        shapes = [
+            rel[name].shape[::-1] if t else rel[name].shape for name, t in zip(names, transposed, strict=True)
+        ]
+        row_sizes = torch.cat([torch.full((rows,), width) for rows, width in shapes])
+        quotas = torch.split(_apportion(k, row_sizes), [rows for rows, _ in shapes])
         picked = []
-        for s, t, u, quota in zip(scores, transposed, units, quotas, strict=True):
-            cols = _lowest_per_row(u, quota)
-            rows = torch.repeat_interleave(torch.arange(u.shape[0]), quota)
+        for name, t, quota in zip(names, transposed, quotas, strict=True):
+            units = ranked(name).t() if t else ranked(name)
+            cols = _lowest_per_row(units, quota)
+            rows = torch.repeat_interleave(torch.arange(units.shape[0]), quota)
             # back to flat ids of the weight as stored
-            flat = cols * s.shape[1] + rows if t else rows * s.shape[1] + cols
-            picked.append(flat.sort().values)
+            width = rel[name].shape[1]
+            picked.append((cols * width + rows if t else rows * width + cols).sort().values)
 
     return Masks(
         level=rel.level,
@@ -217,17 +221,20 @@ def _lowest_per_row(units: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
     return cols[cols < units.shape[1]]
 
 
-def _lowest_global(scores: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:
+def _lowest_global(scores: Iterable[torch.Tensor], k: int, n_modules: int) -> list[torch.Tensor]:
     """The ``k`` lowest scores over all modules, as sorted flat indices per module.
 
     Each module first contributes its own ``k`` lowest candidates, so the global ranking never
-    materialises all weights of a large model at once.
+    holds all weights of a large model at once.
     """
-    candidates = [_lowest_in(s.flatten(), min(k, s.numel())) for s in scores]
-    values = torch.cat([s.flatten()[c] for s, c in zip(scores, candidates, strict=True)])
+    candidates, values = [], []
+    for module_scores in scores:
+        flat = module_scores.flatten()
+        candidates.append(_lowest_in(flat, min(k, flat.numel())))
+        values.append(flat[candidates[-1]])
     owner = torch.cat([torch.full((c.numel(),), i) for i, c in enumerate(candidates)])
     # candidates are concatenated in (module order, index) order, so a stable sort breaks ties that way
-    chosen = torch.sort(values, stable=True).indices[:k]
-    flat = torch.cat(candidates)[chosen]
+    chosen = torch.sort(torch.cat(values), stable=True).indices[:k]
+    flat_ids = torch.cat(candidates)[chosen]
     who = owner[chosen]
-    return [flat[who == i].sort().values for i in range(len(scores))]
+    return [flat_ids[who == i].sort().values for i in range(n_modules)]
