@@ -191,3 +191,18 @@ def test_union_merges_indices_and_checks_compatibility():
         a.union(Masks("neuron", {}, {"x": (5,)}))
     with pytest.raises(ValueError, match="weight-level"):
         a.union(Masks("weight", {}, {"x": (4, 1)}))
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=5), data=st.data())
+def test_layer_scope_gives_every_module_its_share(sizes, data):
+    """Property: exactly count pruned; each module within one of count * size / total; lowest first."""
+    r = rel({f"m{i}": [float(v) for v in data.draw(st.permutations(range(n)))] for i, n in enumerate(sizes)})
+    count = data.draw(st.integers(1, sum(sizes)))
+    masks = hf_sparc.select(r, count=count, scope="layer")
+    assert masks.total() == count
+    for name, n in zip(r, sizes, strict=True):
+        pruned = masks[name].tolist() if name in masks else []
+        assert abs(len(pruned) - count * n / sum(sizes)) < 1
+        # scores are a permutation of 0..n-1, so the pruned ones are exactly the values below the quota
+        assert sorted(r[name][pruned].tolist()) == list(range(len(pruned)))
