@@ -11,6 +11,7 @@ import warnings
 import pytest
 import torch
 from peft import PeftModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sparc_fixtures import masks_for, tiny_model, tokens
 from transformers import AutoModelForCausalLM
@@ -476,6 +477,9 @@ def test_damaged_adapter_dir_gives_clean_error(saved_llama_adapter, damage):
     message = "not a readable safetensors" if damage in ("truncate", "garbage") else None
     with pytest.raises((ValueError, OSError), match=message):
         PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
+    # transformers' loader reports damaged files with safetensors' own error type
+    with pytest.raises((ValueError, OSError, SafetensorError)):
+        tiny_model("llama").load_adapter(adapter_dir)
 
 
 def test_tampered_config_is_refused(saved_llama_adapter):
