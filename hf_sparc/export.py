@@ -58,8 +58,9 @@ def save_adapter(
         peft_model: A ``PeftModel`` holding SPARC adapters.
         save_directory: Target directory (created if needed).
         adapter_name: Which adapter; default: the active one.
-        overwrite: Replace adapter files already in ``save_directory``; without it an existing
-            adapter there raises ``FileExistsError`` and nothing is written.
+        overwrite: Replace adapter files and README.md already in ``save_directory``; without it
+            an existing adapter there raises ``FileExistsError`` and nothing is written, and an
+            existing README.md is kept.
         repo_id, metrics, reference_data: For the model card (see :func:`hf_sparc.hub.model_card`).
     """
     from peft import get_peft_model_state_dict
@@ -80,10 +81,12 @@ def save_adapter(
     if config.base_model_name_or_path is None:
         config.base_model_name_or_path = peft_model.get_base_model().name_or_path or None
     config.save_pretrained(save_directory)
-    card = model_card(
-        peft_model, adapter_name=name, repo_id=repo_id, metrics=metrics, reference_data=reference_data
-    )
-    card.save(os.path.join(save_directory, "README.md"))
+    readme = os.path.join(save_directory, "README.md")
+    if overwrite or not os.path.exists(readme):  # never replace someone else's card unasked
+        card = model_card(
+            peft_model, adapter_name=name, repo_id=repo_id, metrics=metrics, reference_data=reference_data
+        )
+        card.save(readme)
 
 
 def _guarded_save_pretrained(
@@ -130,13 +133,10 @@ def _merged(model: torch.nn.Module) -> Iterator[None]:
     before = [list(layer.merged_adapters) for layer in layers]
     try:
         for layer in layers:
-            pending = [
-                a
-                for a in layer.active_adapters
-                if a in layer.pruning_indices and a not in layer.merged_adapters
-            ]
-            if pending:
-                layer.merge(adapter_names=pending)
+            if any(
+                a in layer.pruning_indices and a not in layer.merged_adapters for a in layer.active_adapters
+            ):
+                layer.merge()
         yield
     finally:
         for layer, merged in zip(layers, before, strict=True):

@@ -551,6 +551,14 @@ def test_model_card_front_matter_names_hub_base_model():
     )
 
 
+def test_save_adapter_keeps_an_existing_readme(tmp_path):
+    (tmp_path / "README.md").write_text("my notes")
+    model = tiny_model("llama")
+    hf_sparc.save_adapter(hf_sparc.apply_masks(model, masks_for(model, "neuron")), tmp_path)
+    assert (tmp_path / "README.md").read_text() == "my notes"
+    assert (tmp_path / "adapter_model.safetensors").exists()
+
+
 def test_save_adapter_writes_named_adapter_at_top_with_card(tmp_path):
     model = tiny_model("gpt2")
     masks = masks_for(model, "head")
