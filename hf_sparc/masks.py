@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -10,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+
+from hf_sparc._files import load_tensors, save_tensors
 
 MASK_LEVELS = ("weight", "neuron", "head")
 _MASKS_KEY = "hf_sparc.masks"
@@ -219,7 +218,6 @@ class Masks(Mapping[str, torch.Tensor]):
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.safetensors`` file: the indices, with level, shapes and provenance in its
         header. Written to a temporary file first and renamed, so it is never half-written."""
-        path = os.fspath(path)
         meta = {
             "level": self.level,
             "shapes": {n: list(s) for n, s in self.shapes.items()},
@@ -229,37 +227,16 @@ class Masks(Mapping[str, torch.Tensor]):
             "n_samples": self.n_samples,
             "settings": dict(self.settings),
         }
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            save_file(
-                {n: t.contiguous() for n, t in self.indices.items()},
-                tmp,
-                metadata={_MASKS_KEY: json.dumps(meta)},
-            )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        save_tensors(path, self.indices, _MASKS_KEY, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Masks:
         """Read a file written by :meth:`save` (safetensors only; indices are re-validated)."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No masks file at {path}.")
+        indices, meta = load_tensors(path, _MASKS_KEY, "masks")
         try:
-            with safe_open(path, framework="pt") as handle:
-                header = (handle.metadata() or {}).get(_MASKS_KEY)
-                indices = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        except Exception as error:  # safetensors raises several types for corrupt files
-            raise ValueError(f"{path} is not a readable safetensors masks file: {error}") from error
-        if header is None:
-            raise ValueError(f"{path} has no hf_sparc masks metadata; was it written by Masks.save?")
-        try:
-            return cls(indices=indices, **json.loads(header))
-        except (TypeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path} has malformed hf_sparc masks metadata: {error}") from error
+            return cls(indices=indices, **meta)
+        except TypeError as error:
+            raise ValueError(f"{os.fspath(path)} has malformed hf_sparc masks metadata: {error}") from error
 
     def __repr__(self) -> str:
         return (

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+
+from hf_sparc._files import load_tensors, save_tensors
 
 LEVELS = ("weight", "neuron", "head", "token")
 _METADATA_KEY = "hf_sparc.relevance"
@@ -154,32 +153,16 @@ class Relevance(Mapping[str, torch.Tensor]):
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.safetensors`` file (atomically: temp file + rename)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        meta = {_METADATA_KEY: json.dumps({"format": _FORMAT_VERSION, **asdict(self.info)})}
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            save_file({n: t.contiguous().cpu() for n, t in self.items()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        save_tensors(path, self, _METADATA_KEY, {"format": _FORMAT_VERSION, **asdict(self.info)})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Relevance:
         """Read a file written by :meth:`save`. Never unpickles anything."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No relevance file at {path}.")
-        try:
-            with safe_open(path, framework="pt") as handle:
-                header = (handle.metadata() or {}).get(_METADATA_KEY)
-                scores = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        except Exception as error:  # safetensors raises several types for corrupt files
-            raise ValueError(f"{path} is not a readable safetensors relevance file: {error}") from error
-        if header is None:
-            raise ValueError(f"{path} has no hf_sparc relevance metadata; was it written by Relevance.save?")
-        meta = json.loads(header)
+        scores, meta = load_tensors(path, _METADATA_KEY, "relevance")
         meta.pop("format", None)
-        return cls(scores, RelevanceInfo(**meta))
+        try:
+            return cls(scores, RelevanceInfo(**meta))
+        except TypeError as error:
+            raise ValueError(
+                f"{os.fspath(path)} has malformed hf_sparc relevance metadata: {error}"
+            ) from error

@@ -79,48 +79,32 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
 
 VOCAB = len(WORDS) + 4
 
+
+def _llama_like(config_class, **fixed):
+    """Llama-shaped tiny configs (Llama, Mistral, Qwen2/3, Gemma3 share the parameter names)."""
+
+    def build(**kw):
+        return config_class(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            **fixed,
+            **kw,
+        )
+
+    return build
+
+
 CONFIGS = {
-    "llama": lambda **kw: LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        **kw,
-    ),
-    "mistral": lambda **kw: MistralConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        **kw,
-    ),
-    "qwen2": lambda **kw: Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        **kw,
-    ),
-    "qwen3": lambda **kw: Qwen3Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        head_dim=8,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        **kw,
-    ),
+    "llama": _llama_like(LlamaConfig),
+    "mistral": _llama_like(MistralConfig),
+    "qwen2": _llama_like(Qwen2Config),
+    "qwen3": _llama_like(Qwen3Config, head_dim=8),
+    "gemma3": _llama_like(Gemma3TextConfig, head_dim=8, sliding_window=4),
     "opt": lambda **kw: OPTConfig(
         vocab_size=VOCAB,
         hidden_size=32,
@@ -140,18 +124,6 @@ CONFIGS = {
         n_positions=64,
         bos_token_id=2,
         eos_token_id=3,
-        **kw,
-    ),
-    "gemma3": lambda **kw: Gemma3TextConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        head_dim=8,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        sliding_window=4,
         **kw,
     ),
 }

@@ -1,18 +1,8 @@
-"""Gemma 3 text decoders (gated GELU MLP, q/k norms, sliding-window layers)."""
+"""Gemma 3 text decoders: Llama's layout (gated GELU MLP; the q/k norms and the (1 + w) RMSNorm
+are handled by the generic norm rule)."""
 
-from hf_sparc.architectures.base import ArchitectureSpec
+from dataclasses import replace
 
-GEMMA3 = ArchitectureSpec(
-    name="Gemma3",
-    model_types=("gemma3_text",),
-    layers="model.layers",
-    attention="self_attn",
-    query="self_attn.q_proj",
-    key="self_attn.k_proj",
-    value="self_attn.v_proj",
-    attention_output="self_attn.o_proj",
-    mlp_gate="mlp.gate_proj",
-    mlp_up="mlp.up_proj",
-    mlp_down="mlp.down_proj",
-    mlp_activation="mlp.act_fn",
-)
+from hf_sparc.architectures.llama import LLAMA
+
+GEMMA3 = replace(LLAMA, name="Gemma3", model_types=("gemma3_text",))
