@@ -7,8 +7,6 @@ from conftest import make_model
 
 from hf_sparc.correction import CorrectionSettings, plot, run_correction
 
-pytest.importorskip("matplotlib")
-
 
 def test_controls_use_the_same_count_and_level(tokenizer, tmp_path):
     model = make_model("llama")
