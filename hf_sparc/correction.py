@@ -45,8 +45,10 @@ class CorrectionSettings:
     level: str = "neuron"
     count: int = 138
     absolute: bool = True
-    threshold: float | None = None
-    n_candidates: int = 96
+    # 0.5 for both behaviours: the paper's RUR threshold, and for toxicity a cut that the bimodal
+    # alt-profanity-check scores pass far more often than the paper's Perspective 0.9.
+    threshold: float | None = 0.5
+    n_candidates: int = 128
     n_general: int = 32
     n_eval_prompts: int = 64
     n_eval_texts: int = 32
