@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
@@ -157,7 +158,10 @@ def apply_masks(model: nn.Module, masks: Masks, adapter_name: str = "default") -
         model.add_adapter(adapter_name, config)
         peft_model = model
     else:
-        peft_model = get_peft_model(base, config, adapter_name=adapter_name)
+        with warnings.catch_warnings():
+            # peft 0.21 calls transformers' deprecated `is_gradient_checkpointing`; not the user's concern
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(base, config, adapter_name=adapter_name)
     targets = {mask_key: target for target, mask_key in config.mask_modules.items()}
     state = {f"base_model.model.{targets[name]}.pruning_indices": idx for name, idx in masks.items()}
     set_peft_model_state_dict(peft_model, state, adapter_name=adapter_name)
