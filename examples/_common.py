@@ -155,9 +155,15 @@ def add_correction_arguments(
     )
     parser.add_argument("--batch-size", type=int, default=sizes.batch_size, help="texts per forward pass")
     parser.add_argument(
-        "--signed",
+        "--absolute",
         action="store_true",
-        help="sum signed relevance over tokens (paper Eq. 1) instead of |R| (hf_sparc.correction's default)",
+        help="sum |R| over tokens instead of signed relevance (paper Eq. 1, the default)",
+    )
+    parser.add_argument(
+        "--protect-general",
+        type=float,
+        default=sizes.protect_general,
+        help="share of units with the largest general relevance that are never cut (0 = plain Eq. 7)",
     )
     parser.add_argument("--output", default=output, help="folder for the adapter")
     parser.add_argument("--overwrite", action="store_true", help="replace an adapter already in --output")
@@ -217,13 +223,17 @@ def run_correction(
         target_modules=target_modules(model),
         max_length=args.max_length,
         batch_size=max(1, args.batch_size // 2),  # a backward pass needs more memory
-        absolute=not args.signed,
+        absolute=args.absolute,
     )
     rel_undesired = hf_sparc.attribute(model, references, **settings)
     rel_general = hf_sparc.attribute(model, general, **settings)
     fraction = getattr(args, "fraction", None) if args.count is None else None
     masks = hf_sparc.select_contrastive(
-        undesired=rel_undesired, general=rel_general, count=args.count, fraction=fraction
+        undesired=rel_undesired,
+        general=rel_general,
+        count=args.count,
+        fraction=fraction,
+        protect_general=args.protect_general,
     )
     print(f"pruning {masks.total()} of {masks.size()} {args.level}s:\n{masks.summary()}")
 

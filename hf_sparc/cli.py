@@ -86,6 +86,7 @@ def _config_from(args):
         max_length=args.max_length,
         batch_size=args.batch_size,
         absolute=args.absolute,
+        protect_general=args.protect_general,
         seed=args.seed,
     )
 
@@ -297,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     correct.add_argument("--general", help="SPEC of general texts whose behaviour must be kept")
     correct.add_argument(
         "--scope", default="global", choices=["global", "layer", "row"], help="ranking scope"
+    )
+    correct.add_argument(
+        "--protect-general",
+        type=float,
+        default=0.0,
+        help="share of units with the largest general relevance that are never cut (0 = paper Eq. 7)",
     )
     correct.add_argument("--eval", default=None, help="SPEC of held-out texts for perplexity before/after")
     correct.add_argument("--output", required=True, help="folder for adapter, config, relevance and report")

@@ -44,7 +44,10 @@ class CorrectionSettings:
     method: str = "lrp"
     level: str = "neuron"
     count: int = 138
-    absolute: bool = True
+    # Signed R with the top half of general relevance protected: the best trade-off measured on
+    # SmolLM2 (docs/RESULTS.md); plain Eq. 7 on |R| multiplied perplexity by 5.4.
+    absolute: bool = False
+    protect_general: float = 0.5
     # 0.5 for both behaviours: the paper's RUR threshold, and for toxicity a cut that the bimodal
     # alt-profanity-check scores pass far more often than the paper's Perspective 0.9.
     threshold: float | None = 0.5
@@ -146,7 +149,13 @@ def _contrastive(model, tokenizer, method: str, references, general, s: Correcti
     )
     undesired_rel = attribute(model, references, **common)
     general_rel = attribute(model, general, **common)
-    return select_contrastive(undesired=undesired_rel, general=general_rel, count=s.count, model=model)
+    return select_contrastive(
+        undesired=undesired_rel,
+        general=general_rel,
+        count=s.count,
+        model=model,
+        protect_general=s.protect_general,
+    )
 
 
 def run_correction(

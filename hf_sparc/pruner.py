@@ -43,6 +43,8 @@ class SparcConfig:
         fraction: Share of the scored components to prune, in ``(0, 1)``; excludes ``count``.
         scope: ``"global"``, ``"layer"`` or ``"row"`` (weight level).
         keep: Without undesired data (compression): ``"highest"`` keeps the most relevant.
+        protect_general: Contrastive selection: share of components with the largest general
+            relevance that are never cut (see :func:`hf_sparc.select_contrastive`).
         target_modules, objective, absolute, max_length, batch_size, seed, text_column:
             Passed to :func:`hf_sparc.attribute`.
         adapter_name: Name of the PEFT adapter that :meth:`SparcPruner.prune` adds.
@@ -54,6 +56,7 @@ class SparcConfig:
     fraction: float | None = None
     scope: str = "global"
     keep: str = "highest"
+    protect_general: float = 0.0
     target_modules: str | list[str] | None = None
     objective: str = "next_token"
     absolute: bool = False
@@ -86,6 +89,8 @@ class SparcConfig:
             raise ValueError(f"Unknown scope {self.scope!r}; expected one of {list(_SCOPES)}.")
         if self.scope == "row" and self.level != "weight":
             raise ValueError("scope='row' needs level='weight'.")
+        if not 0.0 <= self.protect_general < 1.0:
+            raise ValueError(f"protect_general must be in [0, 1), got {self.protect_general}.")
         if self.keep not in ("highest", "lowest"):
             raise ValueError(f"keep must be 'highest' or 'lowest', got {self.keep!r}.")
         for name in ("max_length", "batch_size"):
@@ -224,7 +229,9 @@ class SparcPruner(TrainerCallback):
         common = dict(scope=c.scope, model=model, **amount)
         undesired, general = self.relevance.get("undesired"), self.relevance.get("general")
         if undesired is not None and general is not None:
-            masks = select_contrastive(undesired=undesired, general=general, **common)
+            masks = select_contrastive(
+                undesired=undesired, general=general, protect_general=c.protect_general, **common
+            )
         elif general is not None:
             masks = select(general, keep=c.keep, **common)
         else:

@@ -206,3 +206,24 @@ def test_layer_scope_gives_every_module_its_share(sizes, data):
         assert abs(len(pruned) - count * n / sum(sizes)) < 1
         # scores are a permutation of 0..n-1, so the pruned ones are exactly the values below the quota
         assert sorted(r[name][pruned].tolist()) == list(range(len(pruned)))
+
+
+def test_protect_general_never_cuts_units_general_text_relies_on():
+    from hf_sparc import Relevance, RelevanceInfo, select_contrastive
+
+    def rel(values):
+        info = RelevanceInfo(method="lrp", level="neuron", n_samples=1, n_tokens=1)
+        return Relevance({"m": torch.tensor(values)}, info)
+
+    # Unit 0 is the most toxicity-specific by Eq. 7 (diff -5) but carries the largest general
+    # relevance; unit 2 is the next most specific with little general relevance.
+    undesired = rel([15.0, 0.0, 3.0, 0.5])
+    general = rel([10.0, 1.0, 0.5, 0.8])
+    assert select_contrastive(undesired=undesired, general=general, count=1)["m"].tolist() == [0]
+    protected = select_contrastive(undesired=undesired, general=general, count=1, protect_general=0.5)
+    assert protected["m"].tolist() == [2]
+    assert "protect_general=0.5" in protected.rule
+    with pytest.raises(ValueError, match="Only 2 components are unprotected"):
+        select_contrastive(undesired=undesired, general=general, count=3, protect_general=0.5)
+    with pytest.raises(ValueError, match=r"protect_general must be in \[0, 1\)"):
+        select_contrastive(undesired=undesired, general=general, count=1, protect_general=1.0)
