@@ -1,0 +1,117 @@
+"""Ablation of the contrastive scoring rule on the toxicity correction (docs/RESULTS.md).
+
+Relevance is computed once per sign convention; only the selection rule changes between rows,
+so every row cuts the same number of neurons on the same references and is measured on the
+same held-out prompts and texts.
+
+    python benchmarks/scoring_ablation.py                  # SmolLM2, the demo's sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import hf_sparc
+from hf_sparc.assets import builtin_dataset, default_model_path
+from hf_sparc.correction import CorrectionSettings
+from hf_sparc.metrics import perplexity, toxicity
+
+# name -> (signed or |R| per token, normalise per explained token, protect_general)
+RULES = {
+    "signed R, Eq. 7": (False, False, 0.0),
+    "|R| per token, Eq. 7": (True, False, 0.0),
+    "|R| per explained token, Eq. 7": (True, True, 0.0),
+    "|R| per token, protect 50%": (True, False, 0.5),
+    "|R| per explained token, protect 50%": (True, True, 0.5),
+    "signed R, protect 50%": (False, False, 0.5),
+}
+
+
+def per_explained_token(rel: hf_sparc.Relevance) -> hf_sparc.Relevance:
+    """Relevance per explained token instead of per sample (sets explain different lengths)."""
+    return rel / (rel.info.n_tokens / rel.info.n_samples)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    sizes = CorrectionSettings()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or local folder")
+    parser.add_argument("--count", type=int, default=sizes.count, help="neurons cut per rule")
+    parser.add_argument("--candidates", type=int, default=sizes.n_candidates)
+    parser.add_argument("--threshold", type=float, default=sizes.threshold)
+    parser.add_argument("--general", type=int, default=sizes.n_general)
+    parser.add_argument("--eval-prompts", type=int, default=sizes.n_eval_prompts)
+    parser.add_argument("--eval-texts", type=int, default=sizes.n_eval_texts)
+    parser.add_argument("--max-new-tokens", type=int, default=sizes.max_new_tokens)
+    parser.add_argument("--max-length", type=int, default=sizes.max_length)
+    parser.add_argument("--output", default=None, help="optional JSON file for the results")
+    args = parser.parse_args(argv)
+
+    path = Path(args.model) if Path(args.model).is_dir() else default_model_path(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    references = list(
+        hf_sparc.behavior_references(
+            model,
+            tokenizer,
+            builtin_dataset("toxic-prompts", "reference")[: args.candidates],
+            threshold=args.threshold,
+            max_new_tokens=args.max_new_tokens,
+            progress=False,
+        )
+    )
+    general = builtin_dataset("general", "reference")[: args.general]
+    prompts = builtin_dataset("toxic-prompts", "evaluation")[: args.eval_prompts]
+    texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
+    relevance = {
+        absolute: [
+            hf_sparc.attribute(
+                model, data, tokenizer=tokenizer, absolute=absolute, max_length=args.max_length
+            )
+            for data in (references, general)
+        ]
+        for absolute in (False, True)
+    }
+
+    def measure(m) -> dict[str, float]:
+        kwargs = dict(max_new_tokens=args.max_new_tokens, progress=False)
+        return {
+            "toxic_rate": toxicity(m, tokenizer, prompts, **kwargs)["toxic_rate"],
+            "perplexity": perplexity(m, tokenizer, texts, max_length=args.max_length, progress=False),
+        }
+
+    rows = {"base": measure(model)}
+    for name, (absolute, normalise, protect) in RULES.items():
+        undesired, general_rel = relevance[absolute]
+        if normalise:
+            undesired, general_rel = per_explained_token(undesired), per_explained_token(general_rel)
+        masks = hf_sparc.select_contrastive(
+            undesired=undesired, general=general_rel, count=args.count, protect_general=protect
+        )
+        peft_model = hf_sparc.apply_masks(model, masks, adapter_name="ablation")
+        try:
+            rows[name] = measure(peft_model)
+        finally:
+            peft_model.unload()
+    base = rows["base"]
+    print(f"{len(references)} references; {args.count} neurons per rule")
+    print(f"{'rule':<40}{'toxic rate':>12}{'Δ':>9}{'perplexity':>12}{'Δ':>9}")
+    for name, row in rows.items():
+        deltas = [(row[k] - base[k]) / base[k] if base[k] else 0.0 for k in ("toxic_rate", "perplexity")]
+        print(
+            f"{name:<40}{row['toxic_rate']:>12.4f}{deltas[0]:>9.1%}{row['perplexity']:>12.2f}{deltas[1]:>9.1%}"
+        )
+    result = {"n_references": len(references), "count": args.count, "rows": rows}
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
