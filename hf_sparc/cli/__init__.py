@@ -1,0 +1,42 @@
+"""``hf-sparc``: attribute, select, correct, evaluate, export and push from the command line.
+
+User mistakes (bad path, bad SPEC, bad option, mismatched adapter) end with one line on
+stderr and exit code 2 — never a traceback. Outputs are written to a temporary folder and
+renamed into place at the very end, so a failed run never leaves a folder that looks complete.
+
+A command is one module of this package with a ``register(commands)`` function, listed in
+``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hf_sparc.cli import attribute, correct, evaluate, export, push, select
+from hf_sparc.cli._common import Formatter
+
+COMMANDS = (correct, attribute, select, evaluate, export, push)
+
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError, OSError, KeyError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hf-sparc`` parser with every command of ``COMMANDS``."""
+    parser = argparse.ArgumentParser(prog="hf-sparc", description=__doc__, formatter_class=Formatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code (2 for user mistakes, with a one-line message)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except _USER_ERRORS as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"hf-sparc {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,50 @@
+"""``hf-sparc attribute``: compute relevance and save it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hf_sparc.cli._common import (
+    SPEC_HELP,
+    Formatter,
+    add_attribution_options,
+    add_model_options,
+    add_output_options,
+    load_model,
+)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from hf_sparc import attribute
+    from hf_sparc.sources import load_texts
+
+    if Path(args.output).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it.")
+    model, tokenizer = load_model(args.model, args.device, args.dtype)
+    texts = load_texts(args.texts) if args.texts else None
+    relevance = attribute(
+        model,
+        texts,
+        tokenizer=tokenizer,
+        method=args.method,
+        level=args.level,
+        target_modules=args.target_modules,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        absolute=args.absolute,
+        seed=args.seed,
+    )
+    relevance.save(args.output)
+    print(f"saved {relevance!r} to {args.output}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "attribute", help="compute and save relevance", formatter_class=Formatter, epilog=SPEC_HELP
+    )
+    add_model_options(parser)
+    add_attribution_options(parser)
+    parser.add_argument("--texts", help="SPEC of reference texts (not needed for magnitude/random)")
+    add_output_options(parser, "relevance file (.safetensors)")
+    parser.set_defaults(run=_run)

@@ -1,0 +1,48 @@
+"""``hf-sparc export``: a merged checkpoint or a standard IA3 adapter, for people without hf_sparc."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hf_sparc.cli._common import Formatter, add_model_options, add_output_options, load_model
+
+
+def _run(args: argparse.Namespace) -> None:
+    from peft import PeftModel
+
+    from hf_sparc.export import export_ia3, export_merged
+
+    if not Path(args.adapter, "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{args.adapter} holds no adapter_config.json.")
+    base_name = args.model or json.loads(Path(args.adapter, "adapter_config.json").read_text()).get(
+        "base_model_name_or_path"
+    )
+    if not base_name:
+        raise ValueError("The adapter does not name its base model; pass --model.")
+    model, tokenizer = load_model(base_name, args.device, args.dtype)
+    peft_model = PeftModel.from_pretrained(model, args.adapter)
+    if args.format == "merged":
+        export_merged(peft_model, args.output)
+        tokenizer.save_pretrained(args.output)
+    else:
+        export_ia3(peft_model, args.output, overwrite=args.overwrite)
+    print(f"exported {args.format} to {args.output}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "export", help="export for people without hf_sparc", formatter_class=Formatter
+    )
+    parser.add_argument("adapter", help="SPARC adapter folder")
+    form = parser.add_mutually_exclusive_group(required=True)
+    form.add_argument(
+        "--merged", dest="format", action="store_const", const="merged", help="plain merged checkpoint"
+    )
+    form.add_argument(
+        "--ia3", dest="format", action="store_const", const="ia3", help="standard PEFT IA3 adapter"
+    )
+    add_output_options(parser, "folder for the export")
+    add_model_options(parser, required=False)
+    parser.set_defaults(run=_run)
