@@ -1,0 +1,92 @@
+"""hf_sparc.compression: exactly ⌊s·n⌋ weights per scope, lowest scores first, side-by-side comparison."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import TEXTS, make_model
+
+from hf_sparc.compression import (
+    compare_compression,
+    compression_masks,
+    masks_at_sparsity,
+    prune_count,
+    weight_relevance,
+)
+
+
+def test_prune_count_reads_the_decimal():
+    assert prune_count(100, 0.29) == 29
+    assert prune_count(7, 0.5) == 3
+    for bad in (0, 1, 1.5, -0.1, True):
+        with pytest.raises(ValueError, match="sparsity"):
+            prune_count(10, bad)
+
+
+@pytest.mark.parametrize("method", ["lrp", "wanda", "magnitude"])
+@pytest.mark.parametrize("sparsity", [0.5, 0.3, 0.29])
+def test_global_prunes_floor_s_n_lowest_first(tokenizer, method, sparsity):
+    model = make_model("llama")
+    rel = weight_relevance(model, tokenizer, TEXTS, method, progress=False)
+    masks = masks_at_sparsity(rel, sparsity, "global")
+    assert (
+        masks.total()
+        == math.floor(sparsity * 100 * rel.numel() / 100 + 1e-9)
+        == prune_count(rel.numel(), sparsity)
+    )
+    pruned = torch.cat([rel[n].flatten()[masks[n]] for n in masks])
+    kept = torch.cat(
+        [
+            rel[n].flatten()[~torch.isin(torch.arange(rel[n].numel()), masks.indices.get(n, torch.empty(0)))]
+            for n in rel
+        ]
+    )
+    assert pruned.max() <= kept.min()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("sparsity", [0.5, 0.3])
+def test_row_prunes_floor_s_width_in_every_row(tokenizer, arch, sparsity):
+    model = make_model(arch)
+    masks = compression_masks(
+        model, tokenizer, TEXTS, sparsity=sparsity, method="wanda", scope="row", progress=False
+    )
+    transposed = arch == "gpt2"  # Conv1D weights are [in, out]: an output row is a column
+    for name, shape in masks.shapes.items():
+        grid = torch.zeros(math.prod(shape), dtype=torch.bool)
+        grid[masks.indices.get(name, torch.empty(0, dtype=torch.long))] = True
+        grid = grid.view(shape)
+        rows = grid.t() if transposed else grid
+        expected = prune_count(rows.shape[1], sparsity)
+        assert rows.sum(1).tolist() == [expected] * rows.shape[0], name
+
+
+def test_compare_leaves_the_model_unchanged(tokenizer):
+    model = make_model("llama")
+    ids = tokenizer(TEXTS[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        before_logits = model(ids).logits
+    before, rows = compare_compression(
+        model, tokenizer, TEXTS, TEXTS, sparsity=0.5, methods=["magnitude", "wanda"], progress=False
+    )
+    assert [(r.method, r.scope) for r in rows] == [
+        ("magnitude", "global"),
+        ("magnitude", "row"),
+        ("wanda", "global"),
+        ("wanda", "row"),
+    ]
+    assert all(r.pruned == prune_count(r.total, 0.5) and math.isfinite(r.perplexity) for r in rows)
+    assert math.isfinite(before) and all(r.perplexity != before for r in rows)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before_logits)
+    assert not hasattr(model, "peft_config")
+
+
+def test_unknown_method_and_scope(tokenizer):
+    model = make_model("llama")
+    with pytest.raises(ValueError, match="compression method"):
+        compression_masks(model, tokenizer, TEXTS, method="gradient")
+    with pytest.raises(ValueError, match="scope"):
+        compression_masks(model, tokenizer, TEXTS, method="magnitude", scope="layer")
