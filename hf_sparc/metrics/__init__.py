@@ -38,6 +38,7 @@ from hf_sparc.metrics.toxicity_scoring import (
 
 # evaluate module name -> (file stem, class name)
 _EVALUATE_MODULES = {
+    "ioi": ("sparc_ioi", "SparcIOI"),
     "perplexity": ("sparc_perplexity", "SparcPerplexity"),
     "repetition": ("sparc_repetition", "SparcRepetition"),
     "toxicity": ("sparc_toxicity", "SparcToxicity"),
@@ -48,6 +49,7 @@ __all__ = [
     "NamedScorer",
     "PromptsLike",
     "ScorerLike",
+    "SparcIOI",
     "SparcPerplexity",
     "SparcRepetition",
     "SparcToxicity",
@@ -66,7 +68,7 @@ __all__ = [
 
 
 def metric_path(name: str) -> str:
-    """Absolute path of the ``evaluate`` module file for ``name`` (``"perplexity"``,
+    """Absolute path of the ``evaluate`` module file for ``name`` (``"ioi"``, ``"perplexity"``,
     ``"repetition"``, ``"toxicity"``), for ``evaluate.load(metric_path(name))``."""
     if name not in _EVALUATE_MODULES:
         raise ValueError(f"unknown metric {name!r}; available: {', '.join(sorted(_EVALUATE_MODULES))}")
