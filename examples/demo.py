@@ -14,9 +14,7 @@ check the reload reproduces the corrected model exactly. Everything runs offline
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -24,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sparc
 from hf_sparc.assets import builtin_dataset, default_model_path
-from hf_sparc.correction import CorrectionSettings, plot, run_correction
+from hf_sparc.correction import CorrectionSettings, run_correction
 from hf_sparc.export import save_adapter
 
 QUICK = dict(
@@ -69,15 +67,12 @@ def main() -> None:
     with torch.no_grad():
         identical = torch.equal(corrected(**probe).logits, reloaded(**probe).logits)
 
-    report = {**result.to_dict(), "minutes": minutes, "reload_identical": identical, "model": str(path)}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(
-        f"# {args.behavior} correction of {path.name}\n\n{result.table()}\n\n"
-        f"References: {json.dumps(result.references)}\n\nSettings: "
-        + ", ".join(f"{f.name}={getattr(settings, f.name)!r}" for f in fields(settings))
-        + f"\n\nReloaded adapter reproduces the corrected logits exactly: {identical}\n"
+    result.save(
+        out,
+        f"{args.behavior} correction of {path.name}",
+        notes=[f"Reloaded adapter reproduces the corrected logits exactly: {identical}", "![](plot.png)"],
+        extra={"minutes": minutes, "reload_identical": identical, "model": str(path)},
     )
-    plot(result, str(out / "plot.png"))
     print(result.table())
     print(f"\nreferences: {result.references}")
     print(f"adapter reloaded with AutoModelForCausalLM.from_pretrained: identical logits = {identical}")

@@ -10,27 +10,41 @@ a win of LRP over the controls cannot be mere capacity loss.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import statistics
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from hf_sparc.assets import builtin_dataset
 from hf_sparc.attribution import attribute
-from hf_sparc.attribution.methods import get_method
+from hf_sparc.attribution.methods import METHODS, get_method
+from hf_sparc.behavior import Behavior, BehaviorSet
 from hf_sparc.masks import Masks
 from hf_sparc.selection import select, select_contrastive
 from hf_sparc.tuner.model import apply_masks
 
-Behavior = Literal["toxicity", "repetition"]
-# behaviour -> (built-in candidate prompts, metric reported, lower is better)
+# behaviour -> (built-in candidate prompts, metric reported)
 _BEHAVIORS = {
     "toxicity": ("toxic-prompts", "toxic_rate"),
     "repetition": ("repetition-prompts", "mean_rur"),
 }
+HIGHER_IS_BETTER = {"toxic_rate": False, "mean_toxicity": False, "mean_rur": True, "perplexity": False}
+"""Direction of each metric reported: RUR (unique share of generated tokens) rises as repetition falls."""
+CONTROLS = ("gradient", "wanda", "activation", "magnitude", "random")
+"""Every control the experiment knows; each run uses those that can score its level."""
 DATA_CONTROLS = ("gradient", "activation", "wanda")
+
+
+def default_controls(level: str) -> tuple[str, ...]:
+    """The controls of :data:`CONTROLS` that can score ``level`` (e.g. Wanda only weights)."""
+    return tuple(name for name in CONTROLS if level in METHODS[name].levels)
 
 
 @dataclass
@@ -44,6 +58,8 @@ class CorrectionSettings:
     method: str = "lrp"
     level: str = "neuron"
     count: int = 138
+    # Module name suffixes, as in hf_sparc.attribute; the same for the main method and every control.
+    target_modules: tuple[str, ...] | None = None
     # Signed R with the top half of general relevance protected: the best trade-off measured on
     # SmolLM2 (docs/RESULTS.md); plain Eq. 7 on |R| multiplied perplexity by 5.4.
     absolute: bool = False
@@ -59,7 +75,8 @@ class CorrectionSettings:
     max_length: int = 64
     batch_size: int = 16
     random_seeds: int = 5
-    controls: tuple[str, ...] = ("gradient", "activation", "magnitude", "random")
+    # None: every control that can score ``level`` (see :func:`default_controls`).
+    controls: tuple[str, ...] | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +95,7 @@ class CorrectionResult:
     masks: Masks
     references: dict[str, Any]
     metric: str
+    reference_pairs: BehaviorSet | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +122,39 @@ class CorrectionResult:
                 cells.append("" if name == "base" else f"{(value - base[key]) / base[key]:+.1%}")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+    def markdown(self, title: str, notes: Sequence[str] = ()) -> str:
+        """A report: the table, what the references were, the settings, then ``notes`` paragraphs."""
+        settings = ", ".join(f"{key}={value!r}" for key, value in asdict(self.settings).items())
+        return (
+            "\n\n".join(
+                [
+                    f"# {title}",
+                    self.table(),
+                    f"References: {json.dumps(self.references)}",
+                    f"Settings: {settings}",
+                    *notes,
+                ]
+            )
+            + "\n"
+        )
+
+    def save(
+        self,
+        folder: str | os.PathLike,
+        title: str,
+        notes: Sequence[str] = (),
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """``report.md``, ``plot.png`` and, last (it marks a complete run), ``report.json``.
+
+        ``extra``: more entries for ``report.json`` (e.g. timing, model name).
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.md").write_text(self.markdown(title, notes))
+        plot(self, str(folder / "plot.png"))
+        (folder / "report.json").write_text(json.dumps({**self.to_dict(), **(extra or {})}, indent=2) + "\n")
 
 
 def _evaluate(model: nn.Module, tokenizer, prompts, texts, s: CorrectionSettings, scorer) -> dict[str, float]:
@@ -138,48 +189,97 @@ def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     return merged
 
 
-def _contrastive(model, tokenizer, method: str, references, general, s: CorrectionSettings) -> Masks:
-    common = dict(
-        tokenizer=tokenizer,
-        method=method,
-        level=s.level,
-        absolute=s.absolute,
-        max_length=s.max_length,
-        batch_size=max(1, s.batch_size // 2),
-    )
-    undesired_rel = attribute(model, references, **common)
-    general_rel = attribute(model, general, **common)
-    return select_contrastive(
-        undesired=undesired_rel,
-        general=general_rel,
-        count=s.count,
-        model=model,
-        protect_general=s.protect_general,
-    )
+@dataclass
+class _Experiment:
+    """The data of one run: references from the model's own behaviour, general text, held-out sets."""
+
+    model: nn.Module
+    tokenizer: Any
+    settings: CorrectionSettings
+    scorer: Any
+    references: BehaviorSet
+    general: list
+    prompts: list
+    texts: list
+
+    def measure(self, masks: Masks | None) -> dict[str, float]:
+        """Behaviour metric and perplexity on the held-out sets, unpruned (``None``) or masked."""
+        args = (self.prompts, self.texts, self.settings, self.scorer)
+        if masks is None:
+            return _evaluate(self.model, self.tokenizer, *args)
+        return _evaluate_masks(self.model, self.tokenizer, masks, *args)
+
+    def rankings(self, method: str) -> list[Callable[[int], Masks]]:
+        """``count -> masks`` for ``method``, one per random seed (one for every other method).
+
+        Relevance is computed once here; each call only selects, so a sweep over counts costs one
+        attribution per method.
+        """
+        s, model = self.settings, self.model
+        targets = list(s.target_modules) if s.target_modules else None
+        scope = dict(level=s.level, target_modules=targets)
+        if method == "random":
+            scores = [attribute(model, method="random", seed=seed, **scope) for seed in range(s.random_seeds)]
+            return [partial(_select_lowest, rel) for rel in scores]
+        if not METHODS[method].needs_data:  # e.g. magnitude: cut the least important by that score
+            return [partial(_select_lowest, attribute(model, method=method, **scope))]
+        common = dict(
+            tokenizer=self.tokenizer,
+            method=method,
+            **scope,
+            absolute=s.absolute,
+            max_length=s.max_length,
+            batch_size=max(1, s.batch_size // 2),
+        )
+        undesired = attribute(model, list(self.references), **common)
+        general = attribute(model, self.general, **common)
+
+        def contrastive(count: int) -> Masks:
+            return select_contrastive(
+                undesired=undesired,
+                general=general,
+                count=count,
+                model=model,
+                protect_general=s.protect_general,
+            )
+
+        return [contrastive]
+
+    @property
+    def metric(self) -> str:
+        """The behaviour metric reported: ``toxic_rate`` or ``mean_rur``."""
+        return _BEHAVIORS[self.settings.behavior][1]
+
+    def reference_summary(self) -> dict[str, Any]:
+        summary = self.references.summary()
+        summary["n_general"] = len(self.general)
+        return summary
 
 
-def run_correction(
+def _select_lowest(relevance, count: int) -> Masks:
+    return select(relevance, count=count)
+
+
+def prepare_experiment(
     model: nn.Module, tokenizer, settings: CorrectionSettings | None = None, *, scorer=None
-) -> CorrectionResult:
-    """Run the correction experiment on built-in data; see the module docstring.
+) -> _Experiment:
+    """Validate ``settings``, load the built-in splits and build the behaviour references.
 
-    Returns the metrics of the unpruned model, of the main method's selection and of every
-    control, all at ``settings.count`` components of ``settings.level``. ``scorer``: toxicity
-    scorer (see :func:`hf_sparc.metrics.toxicity_scorer`; default ``alt-profanity-check``).
+    Shared by :func:`run_correction` and :func:`hf_sparc.sweep.run_sweep`: raises before any
+    generation when a behaviour or control is unknown or cannot score the level.
     """
     from hf_sparc.behavior import behavior_references
 
     s = settings or CorrectionSettings()
     if s.behavior not in _BEHAVIORS:
         raise ValueError(f"Unknown behavior {s.behavior!r}; expected one of {list(_BEHAVIORS)}.")
+    get_method(s.method, s.level)
+    if s.controls is None:
+        s = replace(s, controls=default_controls(s.level))
     for control in s.controls:
         get_method(control, s.level)
-    candidates_name, metric = _BEHAVIORS[s.behavior]
+    candidates_name = _BEHAVIORS[s.behavior][0]
     candidates = builtin_dataset(candidates_name, "reference", seed=s.seed)[: s.n_candidates]
-    general = builtin_dataset("general", "reference", seed=s.seed)[: s.n_general]
-    prompts = builtin_dataset(candidates_name, "evaluation", seed=s.seed)[: s.n_eval_prompts]
-    texts = builtin_dataset("general", "evaluation", seed=s.seed)[: s.n_eval_texts]
-
     references = behavior_references(
         model,
         tokenizer,
@@ -195,30 +295,39 @@ def run_correction(
             f"None of {len(candidates)} candidate prompts made the model show {s.behavior} above the "
             "threshold; lower the threshold or use more candidates."
         )
-    rows = {"base": _evaluate(model, tokenizer, prompts, texts, s, scorer)}
+    return _Experiment(
+        model=model,
+        tokenizer=tokenizer,
+        settings=s,
+        scorer=scorer,
+        references=references,
+        general=builtin_dataset("general", "reference", seed=s.seed)[: s.n_general],
+        prompts=builtin_dataset(candidates_name, "evaluation", seed=s.seed)[: s.n_eval_prompts],
+        texts=builtin_dataset("general", "evaluation", seed=s.seed)[: s.n_eval_texts],
+    )
 
-    def measure(chosen: Masks) -> dict[str, float]:
-        return _evaluate_masks(model, tokenizer, chosen, prompts, texts, s, scorer)
 
-    masks = _contrastive(model, tokenizer, s.method, list(references), general, s)
-    rows[s.method] = measure(masks)
+def run_correction(
+    model: nn.Module, tokenizer, settings: CorrectionSettings | None = None, *, scorer=None
+) -> CorrectionResult:
+    """Run the correction experiment on built-in data; see the module docstring.
+
+    Returns the metrics of the unpruned model, of the main method's selection and of every
+    control, all at ``settings.count`` components of ``settings.level``. ``scorer``: toxicity
+    scorer (see :func:`hf_sparc.metrics.toxicity_scorer`; default ``alt-profanity-check``).
+    """
+    experiment = prepare_experiment(model, tokenizer, settings, scorer=scorer)
+    s = experiment.settings
+    rows = {"base": experiment.measure(None)}
+    (main,) = experiment.rankings(s.method)
+    masks = main(s.count)
+    rows[s.method] = experiment.measure(masks)
     for control in s.controls:
-        if control in DATA_CONTROLS:
-            rows[control] = measure(_contrastive(model, tokenizer, control, list(references), general, s))
-        elif control == "random":
-            rows["random"] = _mean_rows(
-                [
-                    measure(
-                        select(attribute(model, method="random", level=s.level, seed=seed), count=s.count)
-                    )
-                    for seed in range(s.random_seeds)
-                ]
-            )
-        else:  # data-free ranking, e.g. magnitude: cut the least important by that score
-            rows[control] = measure(select(attribute(model, method=control, level=s.level), count=s.count))
-    summary = references.summary()
-    summary["n_general"] = len(general)
-    return CorrectionResult(s, rows, masks, summary, metric)
+        measured = [experiment.measure(rank(s.count)) for rank in experiment.rankings(control)]
+        rows[control] = _mean_rows(measured) if control == "random" else measured[0]
+    return CorrectionResult(
+        s, rows, masks, experiment.reference_summary(), experiment.metric, experiment.references
+    )
 
 
 def plot(result: CorrectionResult, path: str) -> None:

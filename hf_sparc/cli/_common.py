@@ -13,6 +13,8 @@ from typing import Any
 from hf_sparc.attribution.methods import METHODS
 
 DTYPES = ("float32", "bfloat16", "float16")
+BATCH_SIZE, MAX_LENGTH = 8, 128
+"""Defaults of ``--batch-size``/``--max-length`` outside the built-in behaviour experiment."""
 SPEC_HELP = (
     "SPEC: a .txt/.jsonl/.csv file, a built-in (toxic-prompts, general, repetition-prompts, "
     "optionally :reference/:evaluation) or a datasets spec name[:config][:split][:column]"
@@ -21,6 +23,12 @@ SPEC_HELP = (
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults and keeps the layout of descriptions and epilogs."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # A None default means "decided at run time"; the help text itself says how.
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def load_model(model: str, device: str = "cpu", dtype: str = "float32"):
@@ -102,17 +110,41 @@ def evaluation_perplexity(model, tokenizer, spec: str | None, args: argparse.Nam
     from hf_sparc.sources import load_texts, plain_texts
 
     texts = plain_texts(load_texts(spec, default_split="evaluation"))
-    return perplexity(model, tokenizer, texts, max_length=args.max_length, batch_size=args.batch_size)
+    return perplexity(
+        model,
+        tokenizer,
+        texts,
+        max_length=args.max_length or MAX_LENGTH,
+        batch_size=args.batch_size or BATCH_SIZE,
+    )
 
 
-def add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_model_options(
+    parser: argparse.ArgumentParser, required: bool = True, experiment: bool = False
+) -> None:
+    """``--model/--device/--dtype/--batch-size/--max-length``.
+
+    ``experiment``: the command can also run a built-in behaviour experiment, whose own sizes
+    (``CorrectionSettings``) apply when ``--batch-size``/``--max-length`` are not given.
+    """
     parser.add_argument(
         "--model", required=required, help="Hub id, local folder, or built-in name (smollm2-135m-instruct)"
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype")
-    parser.add_argument("--batch-size", type=int, default=8, help="texts per forward/backward pass")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per text (longer: truncated)")
+    if experiment:
+        from hf_sparc.correction import CorrectionSettings
+
+        batch, length = None, None
+        batch_help = f"texts per pass (default {BATCH_SIZE}; with --behavior {CorrectionSettings.batch_size})"
+        length_help = (
+            f"tokens per text (default {MAX_LENGTH}; with --behavior {CorrectionSettings.max_length})"
+        )
+    else:
+        batch, length = BATCH_SIZE, MAX_LENGTH
+        batch_help, length_help = "texts per forward/backward pass", "tokens per text (longer: truncated)"
+    parser.add_argument("--batch-size", type=int, default=batch, help=batch_help)
+    parser.add_argument("--max-length", type=int, default=length, help=length_help)
 
 
 def add_attribution_options(parser: argparse.ArgumentParser) -> None:
@@ -161,3 +193,94 @@ def save_pruning_run(folder: Path, pruner, peft_model, report: dict[str, Any]) -
     save_adapter(peft_model, folder, overwrite=True, metrics=report.get("metrics_after"))
     pruner.save_pretrained(folder)
     write_report(folder, report)
+
+
+def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """Options of the built-in behaviour experiment (``hf_sparc.correction.CorrectionSettings``)."""
+    from hf_sparc.correction import CONTROLS
+    from hf_sparc.correction import CorrectionSettings as S
+
+    group = parser.add_argument_group("built-in behaviour experiment")
+    group.add_argument(
+        "--behavior",
+        required=sweep,
+        default=None,
+        choices=["toxicity", "repetition"],
+        help="correct this behaviour on built-in data: references from the model's own continuations",
+    )
+    group.add_argument(
+        "--protect-general",
+        type=float,
+        default=None,
+        help="share of units with the largest general relevance never cut "
+        f"(default {S.protect_general} with --behavior, measured best; otherwise 0 = paper Eq. 7)",
+    )
+    group.add_argument(
+        "--threshold", type=float, default=S.threshold, help="score that makes a continuation a reference"
+    )
+    group.add_argument("--candidates", type=int, default=S.n_candidates, help="candidate prompts to continue")
+    group.add_argument("--n-general", type=int, default=S.n_general, help="general reference texts")
+    group.add_argument("--eval-prompts", type=int, default=S.n_eval_prompts, help="held-out prompts")
+    group.add_argument("--eval-texts", type=int, default=S.n_eval_texts, help="held-out texts for perplexity")
+    group.add_argument(
+        "--max-new-tokens", type=int, default=S.max_new_tokens, help="generated tokens per prompt"
+    )
+    group.add_argument(
+        "--controls",
+        nargs="*",
+        choices=CONTROLS,
+        default=None,
+        help="equal-size controls (default: every control that can score the level"
+        + ("; none for sweep)" if sweep else ")"),
+    )
+    group.add_argument("--random-seeds", type=int, default=S.random_seeds, help="seeds of the random control")
+
+
+def experiment_settings(args: argparse.Namespace):
+    """``CorrectionSettings`` from the options of :func:`add_experiment_options` and the model options."""
+    from hf_sparc.correction import CorrectionSettings
+
+    defaults = CorrectionSettings()
+    return CorrectionSettings(
+        behavior=args.behavior,
+        method=args.method,
+        level=args.level,
+        count=getattr(args, "count", None) or defaults.count,
+        target_modules=tuple(args.target_modules) if args.target_modules else None,
+        absolute=args.absolute,
+        protect_general=defaults.protect_general if args.protect_general is None else args.protect_general,
+        threshold=args.threshold,
+        n_candidates=args.candidates,
+        n_general=args.n_general,
+        n_eval_prompts=args.eval_prompts,
+        n_eval_texts=args.eval_texts,
+        max_new_tokens=args.max_new_tokens,
+        max_length=args.max_length or defaults.max_length,
+        batch_size=args.batch_size or defaults.batch_size,
+        random_seeds=args.random_seeds,
+        controls=None if args.controls is None else tuple(args.controls),
+        seed=args.seed,
+    )
+
+
+def unit_notes(
+    model, tokenizer, masks, references: list, folder: Path, args: argparse.Namespace
+) -> list[str]:
+    """Report paragraphs on where the cut units sit (``layers.png``) and, for neurons and heads,
+    the reference contexts where each activates most (also as ``units.json``)."""
+    from hf_sparc import insight
+
+    insight.plot_layers(masks, folder / "layers.png", title=f"{masks.total()} {masks.level}s cut, per layer")
+    notes = ["## Where the cut units sit\n\n![](layers.png)"]
+    if masks.level in ("neuron", "head"):
+        units = insight.unit_contexts(
+            model, tokenizer, masks, references, top_k=3, batch_size=args.batch_size or 8,
+            max_length=args.max_length or MAX_LENGTH, progress=False,
+        )  # fmt: skip
+        (folder / "units.json").write_text(json.dumps(insight.to_json(units, masks), indent=2) + "\n")
+        notes.append(
+            "## What the cut units respond to\n\nTop activations of each cut unit on the undesired "
+            "references (the model's own continuations), the top token in bold after its context.\n\n"
+            + insight.render_markdown(units, masks)
+        )
+    return notes

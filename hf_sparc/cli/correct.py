@@ -1,21 +1,31 @@
-"""``hf-sparc correct``: attribute on undesired and general texts, select contrastively, prune."""
+"""``hf-sparc correct``: attribute on undesired and general texts, select contrastively, prune.
+
+Two ways in: ``--behavior toxicity|repetition`` runs the paper's experiment on the built-in data
+(references from the model's own behaviour, equal-size controls, plots, per-neuron insight);
+``--undesired SPEC --general SPEC`` prunes from your own reference texts.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from hf_sparc.cli._common import (
+    BATCH_SIZE,
+    MAX_LENGTH,
     SPEC_HELP,
     Formatter,
     Output,
     add_amount_options,
     add_attribution_options,
+    add_experiment_options,
     add_model_options,
     add_output_options,
     evaluation_perplexity,
+    experiment_settings,
     load_model,
     pruning_report,
     save_pruning_run,
+    unit_notes,
 )
 
 
@@ -29,10 +39,10 @@ def _config(args: argparse.Namespace):
         fraction=args.fraction,
         scope=args.scope,
         target_modules=args.target_modules,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
+        max_length=args.max_length or MAX_LENGTH,
+        batch_size=args.batch_size or BATCH_SIZE,
         absolute=args.absolute,
-        protect_general=args.protect_general,
+        protect_general=args.protect_general or 0.0,
         seed=args.seed,
     )
 
@@ -43,6 +53,38 @@ def _perplexity(model, tokenizer, args: argparse.Namespace) -> dict[str, float] 
 
 
 def _run(args: argparse.Namespace) -> None:
+    if args.behavior:
+        if args.undesired or args.general or args.eval:
+            raise ValueError(
+                "--behavior uses the built-in data; do not combine it with --undesired/--general/--eval."
+            )
+        _run_behavior(args)
+    else:
+        _run_references(args)
+
+
+def _run_behavior(args: argparse.Namespace) -> None:
+    from hf_sparc.correction import run_correction
+    from hf_sparc.export import save_adapter
+    from hf_sparc.tuner.model import apply_masks
+
+    settings = experiment_settings(args)
+    with Output(args.output, args.overwrite) as output:
+        model, tokenizer = load_model(args.model, args.device, args.dtype)
+        result = run_correction(model, tokenizer, settings)
+        corrected = apply_masks(model, result.masks, adapter_name="sparc")
+        save_adapter(corrected, output.work, overwrite=True, metrics=result.rows[settings.method])
+        notes = unit_notes(
+            corrected, tokenizer, result.masks, list(result.reference_pairs), output.work, args
+        )
+        result.save(
+            output.work, f"{settings.behavior} correction of {args.model}", notes, {"model": args.model}
+        )
+    print(result.table())
+    print(f"adapter, report.md and plot.png in {args.output}")
+
+
+def _run_references(args: argparse.Namespace) -> None:
     from hf_sparc import SparcPruner
     from hf_sparc.sources import load_texts
 
@@ -70,18 +112,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         formatter_class=Formatter,
         epilog=SPEC_HELP,
     )
-    add_model_options(parser)
+    add_model_options(parser, experiment=True)
     add_attribution_options(parser)
     add_amount_options(parser, None)
+    add_experiment_options(parser)
     parser.add_argument("--undesired", help="SPEC of texts showing the behaviour to remove")
     parser.add_argument("--general", help="SPEC of general texts whose behaviour must be kept")
     parser.add_argument("--scope", default="global", choices=["global", "layer", "row"], help="ranking scope")
-    parser.add_argument(
-        "--protect-general",
-        type=float,
-        default=0.0,
-        help="share of units with the largest general relevance that are never cut (0 = paper Eq. 7)",
-    )
     parser.add_argument("--eval", default=None, help="SPEC of held-out texts for perplexity before/after")
     add_output_options(parser, "folder for adapter, config, relevance and report")
     parser.set_defaults(run=_run)

@@ -1,0 +1,58 @@
+"""``hf-sparc sweep``: a grid of counts → Pareto plot and the strongest correction within a budget."""
+
+from __future__ import annotations
+
+import argparse
+
+from hf_sparc.cli._common import (
+    Formatter,
+    Output,
+    add_attribution_options,
+    add_experiment_options,
+    add_model_options,
+    add_output_options,
+    experiment_settings,
+    load_model,
+    unit_notes,
+)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from hf_sparc.export import save_adapter
+    from hf_sparc.sweep import run_sweep
+    from hf_sparc.tuner.model import apply_masks
+
+    settings = experiment_settings(args)
+    with Output(args.output, args.overwrite) as output:
+        model, tokenizer = load_model(args.model, args.device, args.dtype)
+        result = run_sweep(model, tokenizer, settings, args.counts, budget=args.budget)
+        notes = []
+        if result.pick_masks is not None:
+            corrected = apply_masks(model, result.pick_masks, adapter_name="sparc")
+            save_adapter(corrected, output.work / "adapter", metrics=result.pick.metrics)
+            notes = unit_notes(
+                corrected, tokenizer, result.pick_masks, list(result.reference_pairs), output.work, args
+            )
+        result.save(output.work, f"{settings.behavior} sweep of {args.model}", notes)
+    print(result.table())
+    verdict = f"pick: {result.pick.count}, adapter in {args.output}/adapter" if result.pick else "no pick"
+    print(f"{verdict}; report.md and pareto.png in {args.output}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "sweep",
+        help="correct at a grid of counts; Pareto plot; pick within a perplexity budget",
+        formatter_class=Formatter,
+    )
+    add_model_options(parser, experiment=True)
+    add_attribution_options(parser)
+    add_experiment_options(parser, sweep=True)
+    parser.add_argument(
+        "--counts", type=int, nargs="+", default=[35, 69, 138, 276, 552], help="numbers of units to cut"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=0.02, help="allowed relative perplexity increase of the pick"
+    )
+    add_output_options(parser, "folder for report.md, pareto.png and the picked adapter (adapter/)")
+    parser.set_defaults(run=_run)
