@@ -36,6 +36,7 @@ __all__ = [
     "COMPRESSION_METHODS",
     "COMPRESSION_SCOPES",
     "CompressionRow",
+    "check_sparsity",
     "compare_compression",
     "compression_masks",
     "masks_at_sparsity",
@@ -44,11 +45,16 @@ __all__ = [
 ]
 
 
+def check_sparsity(sparsity: float) -> None:
+    """Raise ``ValueError`` unless ``sparsity`` is a number in ``(0, 1)``."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, int | float) or not 0 < sparsity < 1:
+        raise ValueError(f"sparsity must be a number in (0, 1), got {sparsity!r}.")
+
+
 def prune_count(n: int, sparsity: float) -> int:
     """``⌊sparsity·n⌋``, reading ``sparsity`` as the decimal it was written as (0.29·100 = 29,
     where binary floating point would give 28.999…)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, int | float) or not 0 < sparsity < 1:
-        raise ValueError(f"sparsity must be a number in (0, 1), got {sparsity!r}.")
+    check_sparsity(sparsity)
     return math.floor(Fraction(repr(float(sparsity))) * n)
 
 
@@ -184,7 +190,8 @@ class CompressionRow:
         method, scope, sparsity: What was pruned how.
         pruned, total: Pruned and targeted weights.
         perplexity: Evaluation perplexity of the pruned model.
-        masks: The masks (not serialised by :meth:`to_dict`).
+        masks: The masks, for the row named by ``keep_masks`` only (``None`` otherwise: at 50%
+            weight sparsity each set of masks is as large as the weights).
     """
 
     method: str
@@ -193,7 +200,7 @@ class CompressionRow:
     pruned: int
     total: int
     perplexity: float
-    masks: Masks = field(repr=False, compare=False)
+    masks: Masks | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("method", "scope", "sparsity", "pruned", "total", "perplexity")}
@@ -213,16 +220,26 @@ def compare_compression(
     batch_size: int = 8,
     max_length: int = 128,
     max_tokens: int | None = None,
+    keep_masks: tuple[str, str] | None = None,
     progress: bool = True,
 ) -> tuple[float, list[CompressionRow]]:
     """Compress with every method × scope and measure evaluation perplexity of each.
 
     Scores are computed once per method and reused for every scope. ``model`` is left unmodified
     (each pruned model is a temporary SPARC adapter, unloaded after its evaluation).
+    ``evaluation`` texts are scored with :func:`hf_sparc.metrics.perplexity` (``max_tokens``: a
+    fixed token budget); ``keep_masks=(method, scope)`` keeps that row's masks in the result.
 
     Returns:
         ``(perplexity of the unpruned model, one row per method × scope)``.
     """
+
+    check_sparsity(sparsity)
+    unknown = [m for m in methods if m not in COMPRESSION_METHODS]
+    if unknown or any(s not in COMPRESSION_SCOPES for s in scopes):
+        raise ValueError(
+            f"methods must be in {list(COMPRESSION_METHODS)} and scopes in {list(COMPRESSION_SCOPES)}."
+        )
 
     def measure(m: nn.Module) -> float:
         return perplexity(
@@ -256,6 +273,8 @@ def compare_compression(
                 value = measure(pruned)
             finally:
                 pruned.unload()
-            rows.append(CompressionRow(method, scope, sparsity, masks.total(), masks.size(), value, masks))
+            kept = masks if keep_masks == (method, scope) else None
+            rows.append(CompressionRow(method, scope, sparsity, masks.total(), masks.size(), value, kept))
+            del masks, pruned
         del rel
     return before, rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import evaluate
@@ -13,7 +14,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 import hf_sparc
-from hf_sparc import circuits
+from hf_sparc import circuits, insight
 from hf_sparc.metrics import metric_path
 from hf_sparc.metrics._common import pad_batch
 
@@ -172,3 +173,45 @@ def test_argument_checks(tokenizer):
         circuits.discover_circuit(model, tokenizer, items, items, threshold=0, progress=False)
     with pytest.raises(ValueError, match="fractions"):
         circuits.discover_circuit(model, tokenizer, items, items, fractions=[0.5, 1.0], progress=False)
+
+
+def test_circuit_cli_end_to_end_and_inspect(trained, tokenizer, tmp_path, capsys):
+    from hf_sparc.cli import main
+
+    trained.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    task = tmp_path / "task.jsonl"
+    task.write_text(
+        "\n".join(json.dumps(i) for i in circuits.ioi_dataset(tokenizer, n=60, names=NAMES, split="all"))
+    )
+    common = ["--model", str(tmp_path / "model"), "--batch-size", "16"]
+    out = tmp_path / "circuit"
+    assert main(["circuit", *common, "--task", str(task), "--level", "neuron", "--output", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["circuit"]["accuracy"] >= 0.9 * report["baseline"]["accuracy"]
+    assert (out / "curve.png").is_file() and "Circuit:" in (out / "report.md").read_text()
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "model"), out)
+    masks = insight.adapter_masks(loaded)
+    assert masks.total() == report["circuit"]["pruned"] == report["total"] - report["kept"]
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text(
+        "\n".join(i["prompt"] for i in circuits.ioi_dataset(tokenizer, n=8, names=NAMES, split="all"))
+    )
+    inspected = tmp_path / "inspect"
+    argv = ["inspect", str(out), *common, "--texts", str(texts), "--top-k", "2", "--output", str(inspected)]
+    assert main(argv) == 0
+    units = json.loads((inspected / "units.json").read_text())
+    assert units["modules"] == {name: idx.tolist() for name, idx in masks.items()}
+    assert [(u["module"], u["unit"]) for u in units["units"]] == [
+        (name, i) for name, idx in masks.items() for i in idx.tolist()
+    ]
+    assert (inspected / "layers.png").is_file() and "### `" in (inspected / "inspect.md").read_text()
+
+    capsys.readouterr()
+    assert main(["circuit", *common, "--task", "ioi", "--output", str(tmp_path / "nope")]) == 2
+    assert main(["inspect", str(tmp_path / "model"), *common, "--output", str(tmp_path / "nope")]) == 2
+    # progress bars also go to stderr; the error is one line
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 2 and "single-token names" in errors[0] and "adapter_config.json" in errors[1]
+    assert not (tmp_path / "nope").exists()

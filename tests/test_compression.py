@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -83,3 +84,37 @@ def test_unknown_method_and_scope(tokenizer):
         compression_masks(model, tokenizer, TEXTS, method="gradient")
     with pytest.raises(ValueError, match="scope"):
         compression_masks(model, tokenizer, TEXTS, method="magnitude", scope="layer")
+
+
+def test_compress_cli_end_to_end(tokenizer, tmp_path, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from hf_sparc.cli import main
+
+    make_model("llama").save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS))
+    common = ["--model", str(tmp_path / "model"), "--reference", str(texts), "--eval", str(texts)]
+    out = tmp_path / "compressed"
+    argv = ["compress", *common, "--sparsity", "0.5", "--method", "wanda", "--scope", "row", "--merged"]
+    assert main([*argv, "--output", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["method"] for r in report["rows"]] == ["wanda", "lrp", "magnitude"]
+    assert all(r["pruned"] == prune_count(r["total"], 0.5) for r in report["rows"])
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    loaded = PeftModel.from_pretrained(base, out)
+    assert sum(loaded.peft_config["default"].module_counts.values()) == report["rows"][0]["pruned"]
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    zeros = sum(
+        int((p == 0).sum())
+        for n, p in merged.named_parameters()
+        if "layers" in n and n.endswith("proj.weight")
+    )
+    assert zeros == report["rows"][0]["pruned"]
+
+    capsys.readouterr()
+    assert main(["compress", *common, "--sparsity", "1.5", "--output", str(tmp_path / "bad")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

@@ -13,10 +13,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hf_sparc.cli import attribute, correct, evaluate, export, push, select, sweep
+from hf_sparc.cli import (
+    attribute,
+    circuit,
+    compress,
+    correct,
+    evaluate,
+    export,
+    inspect_adapter,
+    push,
+    select,
+    sweep,
+)
 from hf_sparc.cli._common import Formatter
 
-COMMANDS = (correct, sweep, attribute, select, evaluate, export, push)
+COMMANDS = (correct, sweep, attribute, select, evaluate, export, push, circuit, compress, inspect_adapter)
 
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError, OSError, KeyError)
 
