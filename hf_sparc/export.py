@@ -13,12 +13,14 @@ import os
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
 from transformers.pytorch_utils import Conv1D
 
+from hf_sparc._files import write_group
 from hf_sparc.tuner.config import ADAPTER_WEIGHTS
 from hf_sparc.tuner.layer import SparcLayer
 
@@ -26,6 +28,18 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 ADAPTER_FILES = ("adapter_config.json", ADAPTER_WEIGHTS, "adapter_model.bin")
+# Adapters are committed config last: loaders need the config first, so a folder without one is
+# "no adapter", never "old config with new weights".
+_ADAPTER_GROUP: dict[str, Any] = {"marker": "adapter_config.json", "owned": ADAPTER_FILES}
+# What a transformers checkpoint consists of (sharded or not), so stale shards do not survive a replace.
+_CHECKPOINT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def refuse_existing_adapter(directory: str | os.PathLike, overwrite: bool) -> None:
@@ -69,24 +83,26 @@ def save_adapter(
 
     name = adapter_name or _single_active(peft_model)
     refuse_existing_adapter(save_directory, overwrite)
-    os.makedirs(save_directory, exist_ok=True)
     state = get_peft_model_state_dict(peft_model, adapter_name=name)
-    save_file(
-        {k: v.contiguous() for k, v in state.items()},
-        os.path.join(save_directory, ADAPTER_WEIGHTS),
-        metadata={"format": "pt"},
-    )
     config = copy.deepcopy(peft_model.peft_config[name])
     config.inference_mode = True
     if config.base_model_name_or_path is None:
         config.base_model_name_or_path = peft_model.get_base_model().name_or_path or None
-    config.save_pretrained(save_directory)
-    readme = os.path.join(save_directory, "README.md")
-    if overwrite or not os.path.exists(readme):  # never replace someone else's card unasked
-        card = model_card(
-            peft_model, adapter_name=name, repo_id=repo_id, metrics=metrics, reference_data=reference_data
+    card = model_card(
+        peft_model, adapter_name=name, repo_id=repo_id, metrics=metrics, reference_data=reference_data
+    )
+
+    def write(staging: Path) -> None:
+        save_file(
+            {k: v.contiguous() for k, v in state.items()},
+            str(staging / ADAPTER_WEIGHTS),
+            metadata={"format": "pt"},
         )
-        card.save(readme)
+        config.save_pretrained(str(staging))
+        card.save(staging / "README.md")
+
+    # never replace someone else's model card unasked
+    write_group(save_directory, write, keep_existing=("README.md",), overwrite=overwrite, **_ADAPTER_GROUP)
 
 
 def _guarded_save_pretrained(
@@ -99,14 +115,23 @@ def _guarded_save_pretrained(
         # PEFT's layout: the "default" adapter at the top, any other in a sub-folder of its name
         target = save_directory if name == "default" else os.path.join(save_directory, name)
         refuse_existing_adapter(target, overwrite)
-    PeftModel.save_pretrained(self, save_directory, *args, **kwargs)
+    # PEFT writes weights, then config, in place: staged here so an interrupted save leaves no mix
+    write_group(
+        save_directory,
+        lambda staging: PeftModel.save_pretrained(self, str(staging), *args, **kwargs),
+        keep_existing=("README.md",),
+        overwrite=overwrite,
+        **_ADAPTER_GROUP,
+    )
 
 
 def guard_save_pretrained(peft_model: PeftModel) -> None:
     """Make ``peft_model.save_pretrained`` refuse to overwrite another adapter (``overwrite=True`` to allow).
 
     PEFT writes the weights before the config and offers no hook in between, so the check has to
-    sit in front of the whole call; :func:`hf_sparc.apply_masks` installs it on the models it returns.
+    sit in front of the whole call, and the call writes into a staging folder that is committed
+    all at once (see :func:`hf_sparc._files.write_group`); :func:`hf_sparc.apply_masks` installs it
+    on the models it returns.
     """
     # A bound method in the instance dict shadows the class method for this model only, and
     # copy.deepcopy rebinds it to the copy.
@@ -146,15 +171,20 @@ def _merged(model: torch.nn.Module) -> Iterator[None]:
                     layer.merge(adapter_names=merged)
 
 
-def export_merged(peft_model: PeftModel, save_directory: str | os.PathLike, **save_kwargs: Any) -> None:
+def export_merged(
+    peft_model: PeftModel, save_directory: str | os.PathLike, *, overwrite: bool = False, **save_kwargs: Any
+) -> None:
     """Save a plain ``transformers`` checkpoint of the pruned model (active adapters merged).
 
     Anyone can load it with ``AutoModelForCausalLM.from_pretrained(save_directory)``, no hf_sparc
-    or PEFT needed. ``peft_model`` is left exactly as it was (merged only while saving).
+    or PEFT needed. ``peft_model`` is left exactly as it was (merged only while saving). The
+    checkpoint is staged and committed with ``config.json`` last, so an interrupted export never
+    leaves a loadable mix of old and new files.
 
     Args:
         peft_model: A ``PeftModel`` with SPARC adapters.
         save_directory: Where to write the checkpoint.
+        overwrite: Replace a checkpoint already in ``save_directory`` (else ``FileExistsError``).
         save_kwargs: Passed to ``PreTrainedModel.save_pretrained`` (e.g. ``max_shard_size``).
     """
     base = peft_model.get_base_model()
@@ -167,7 +197,13 @@ def export_merged(peft_model: PeftModel, save_directory: str | os.PathLike, **sa
                 state[key] = tensor
             elif key.startswith(f"{owner}.base_layer."):
                 state[f"{owner}.{key[len(owner) + len('.base_layer.') :]}"] = tensor
-        base.save_pretrained(save_directory, state_dict=state, **save_kwargs)
+        write_group(
+            save_directory,
+            lambda staging: base.save_pretrained(str(staging), state_dict=state, **save_kwargs),
+            marker="config.json",
+            owned=_CHECKPOINT_FILES,
+            overwrite=overwrite,
+        )
 
 
 def export_ia3(
@@ -227,5 +263,9 @@ def export_ia3(
         base_model_name_or_path=peft_model.get_base_model().name_or_path or None,
     )
     refuse_existing_adapter(save_directory, overwrite)
-    config.save_pretrained(save_directory)
-    save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS), metadata={"format": "pt"})
+
+    def write(staging: Path) -> None:
+        save_file(tensors, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        config.save_pretrained(str(staging))
+
+    write_group(save_directory, write, overwrite=overwrite, **_ADAPTER_GROUP)

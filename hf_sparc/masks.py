@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,19 @@ def check_indices(indices: Any, size: int, where: str) -> torch.Tensor:
                 f"position {position + 1} is {kind}."
             )
     return indices
+
+
+def _check_shape(shape: Any, name: str, level: str) -> tuple[int, ...]:
+    """A module's component shape as a tuple of positive ints (``ValueError`` naming it otherwise):
+    2-D (the weight) at weight level, 1-D (neurons or heads) otherwise."""
+    dims = 2 if level == "weight" else 1
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) != dims
+        or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
+        raise ValueError(f"Masks shape of {name!r} must be {dims} positive int(s), got {shape!r}.")
+    return tuple(int(d) for d in shape)
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,14 @@ class Masks(Mapping[str, torch.Tensor]):
     def __post_init__(self) -> None:
         if self.level not in MASK_LEVELS:
             raise ValueError(f"Unknown mask level {self.level!r}; expected one of {MASK_LEVELS}.")
-        shapes = {name: tuple(int(d) for d in shape) for name, shape in self.shapes.items()}
+        if not isinstance(self.indices, Mapping) or not isinstance(self.shapes, Mapping):
+            raise ValueError("Masks need `indices` and `shapes` as mappings from module name.")
+        for name, expected in (("method", str), ("rule", str), ("model_name", str), ("settings", Mapping)):
+            if not isinstance(getattr(self, name), expected):
+                raise ValueError(f"Masks.{name} must be a {expected.__name__}, got {getattr(self, name)!r}.")
+        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 0:
+            raise ValueError(f"Masks.n_samples must be a non-negative int, got {self.n_samples!r}.")
+        shapes = {name: _check_shape(shape, name, self.level) for name, shape in self.shapes.items()}
         checked = {}
         for name, idx in self.indices.items():
             if name not in shapes:
@@ -215,9 +236,10 @@ class Masks(Mapping[str, torch.Tensor]):
         )
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write one ``.safetensors`` file: the indices, with level, shapes and provenance in its
-        header. Written to a temporary file first and renamed, so it is never half-written."""
+        header. Written to a temporary file first and renamed, so it is never half-written; an
+        existing file raises ``FileExistsError`` unless ``overwrite``."""
         meta = {
             "level": self.level,
             "shapes": {n: list(s) for n, s in self.shapes.items()},
@@ -227,19 +249,27 @@ class Masks(Mapping[str, torch.Tensor]):
             "n_samples": self.n_samples,
             "settings": dict(self.settings),
         }
-        save_tensors(path, self.indices, _MASKS_KEY, meta)
+        save_tensors(path, self.indices, _MASKS_KEY, meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Masks:
         """Read a file written by :meth:`save` (safetensors only; indices are re-validated)."""
         indices, meta = load_tensors(path, _MASKS_KEY, "masks")
+        unknown = sorted(set(meta) - _META_FIELDS)
+        if unknown or "level" not in meta or "shapes" not in meta:
+            problem = f"unknown field(s) {unknown}" if unknown else "no level or shapes"
+            raise ValueError(f"{os.fspath(path)} has malformed hf_sparc masks metadata: {problem}.")
         try:
             return cls(indices=indices, **meta)
-        except TypeError as error:
-            raise ValueError(f"{os.fspath(path)} has malformed hf_sparc masks metadata: {error}") from error
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{os.fspath(path)} holds malformed hf_sparc masks: {error}") from error
 
     def __repr__(self) -> str:
         return (
             f"Masks(level={self.level!r}, modules={len(self)}, pruned={self.total()} of {self.size()}, "
             f"rule={self.rule!r})"
         )
+
+
+# the metadata keys :meth:`Masks.save` writes; anything else is a foreign or tampered file
+_META_FIELDS = frozenset({"level", "shapes", "method", "rule", "model_name", "n_samples", "settings"})

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from hf_sparc._files import write_group
 from hf_sparc.architectures import attention_output_name, get_architecture, unwrap_model
 from hf_sparc.attribution import attribute
 from hf_sparc.attribution.methods import get_method
@@ -248,15 +249,23 @@ class SparcPruner(TrainerCallback):
         return apply_masks(model, self.masks, adapter_name=self.config.adapter_name)
 
     # -- persistence ---------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Write the config, the relevance of each reference set and the masks."""
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(directory)
-        for role, relevance in self.relevance.items():
-            relevance.save(directory / RELEVANCE_NAMES[role])
-        if self.masks is not None:
-            self.masks.save(directory / MASKS_NAME)
+    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write the config, the relevance of each reference set and the masks.
+
+        All or nothing: the files are staged and committed with ``sparc_config.json`` last, so an
+        interrupted save never leaves new masks next to old relevance. A pruner already saved in
+        ``save_directory`` raises ``FileExistsError`` unless ``overwrite``.
+        """
+
+        def write(staging: Path) -> None:
+            self.config.save_pretrained(staging)
+            for role, relevance in self.relevance.items():
+                relevance.save(staging / RELEVANCE_NAMES[role])
+            if self.masks is not None:
+                self.masks.save(staging / MASKS_NAME)
+
+        owned = (CONFIG_NAME, MASKS_NAME, *RELEVANCE_NAMES.values())
+        write_group(save_directory, write, marker=CONFIG_NAME, owned=owned, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> SparcPruner:

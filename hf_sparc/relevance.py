@@ -44,6 +44,51 @@ class RelevanceInfo:
     token_ids: list[list[int]] = field(default_factory=list)
     outputs: list[float] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # Relevance metadata also comes from files; a wrong type here would surface much later
+        # as a confusing error (or a wrong split of token relevance), so refuse it at the door.
+        checks = (
+            ("method", str),
+            ("level", str),
+            ("n_samples", int),
+            ("n_tokens", int),
+            ("model_name", str),
+            ("settings", dict),
+            ("token_counts", list),
+            ("token_ids", list),
+            ("outputs", list),
+        )
+        for name, expected in checks:
+            value = getattr(self, name)
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise ValueError(f"RelevanceInfo.{name} must be a {expected.__name__}, got {value!r}.")
+        if self.n_samples < 0 or self.n_tokens < 0:
+            raise ValueError(
+                f"RelevanceInfo counts must be non-negative, got {self.n_samples}, {self.n_tokens}."
+            )
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in self.token_counts):
+            raise ValueError("RelevanceInfo.token_counts must hold non-negative ints.")
+
+
+def _check_scores(name: str, tensor: Any) -> None:
+    """Refuse scores no ranking can use, naming the module: non-tensors, non-float, NaN or Inf.
+
+    Every Relevance — from the attribution engine, from arithmetic (``a - b`` can overflow in half
+    precision) or from a file — passes here, so a NaN never reaches a mask.
+    """
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"Relevance of {name} must be a tensor, got {type(tensor).__name__}.")
+    if not tensor.dtype.is_floating_point:
+        raise ValueError(f"Relevance of {name} must be floating point, got dtype {tensor.dtype}.")
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        n_nan, n_inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+        raise ValueError(
+            f"Relevance of {name} contains {n_nan} NaN and {n_inf} Inf value(s) (of {tensor.numel()}): "
+            "a half-precision overflow or NaN/Inf weights or activations in the model. Attribute in "
+            "float32, or check the model's weights."
+        )
+
 
 class Relevance(Mapping[str, torch.Tensor]):
     """Relevance scores keyed by module name (as in ``model.named_modules()``).
@@ -61,8 +106,15 @@ class Relevance(Mapping[str, torch.Tensor]):
     def __init__(self, scores: Mapping[str, torch.Tensor], info: RelevanceInfo) -> None:
         if info.level not in LEVELS:
             raise ValueError(f"Unknown level {info.level!r}; expected one of {LEVELS}.")
+        for name, tensor in scores.items():
+            _check_scores(name, tensor)
         self._scores = {name: tensor.detach() for name, tensor in scores.items()}
         self.info = info
+        if info.level == "token" and info.token_counts and sum(info.token_counts) != self.numel():
+            raise ValueError(
+                f"Token-level relevance holds {self.numel()} scores, but token_counts add up to "
+                f"{sum(info.token_counts)}."
+            )
 
     # -- Mapping -----------------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -151,18 +203,21 @@ class Relevance(Mapping[str, torch.Tensor]):
         return self._map(torch.abs, f"|{self.method}|")
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write one ``.safetensors`` file (atomically: temp file + rename)."""
-        save_tensors(path, self, _METADATA_KEY, {"format": _FORMAT_VERSION, **asdict(self.info)})
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write one ``.safetensors`` file (atomically: temp file + rename); an existing file raises
+        ``FileExistsError`` unless ``overwrite``."""
+        meta = {"format": _FORMAT_VERSION, **asdict(self.info)}
+        save_tensors(path, self, _METADATA_KEY, meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Relevance:
         """Read a file written by :meth:`save`. Never unpickles anything."""
         scores, meta = load_tensors(path, _METADATA_KEY, "relevance")
-        meta.pop("format", None)
+        if meta.pop("format", None) != _FORMAT_VERSION:
+            raise ValueError(f"{os.fspath(path)} is not hf_sparc relevance format {_FORMAT_VERSION}.")
         try:
             return cls(scores, RelevanceInfo(**meta))
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise ValueError(
                 f"{os.fspath(path)} has malformed hf_sparc relevance metadata: {error}"
             ) from error

@@ -6,10 +6,12 @@ import enum
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
 from peft.config import PeftConfig
+from peft.utils import CONFIG_NAME
 from safetensors import safe_open
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -32,6 +34,79 @@ def shape_fingerprint(module_shapes: dict[str, list[int]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def indices_digest(level: str, n_components: int, indices: torch.Tensor) -> str:
+    """Short hash of one module's pruned indices together with what they index.
+
+    Stored per module in the config and checked after the indices are loaded, so a flipped byte
+    in ``adapter_model.safetensors`` (or an edited level / head count in the config) that still
+    gives valid-looking indices is refused instead of pruning the wrong units.
+    """
+    digest = hashlib.sha256(f"{level}:{n_components}:".encode())
+    digest.update(indices.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_types(config: SparcAdapterConfig) -> None:
+    """Refuse an adapter_config.json whose SPARC fields have the wrong JSON types, naming the field.
+
+    Without this a wrong type surfaces later as an AttributeError deep inside PEFT, or worse, is
+    accepted (a string count compares unequal to every real count).
+    """
+
+    def name_map(field_name: str, ok: Any, expected: str) -> None:
+        value = getattr(config, field_name)
+        if not isinstance(value, dict) or not all(isinstance(k, str) and ok(v) for k, v in value.items()):
+            raise ValueError(f"SPARC adapter config: {field_name} must map module names to {expected}.")
+
+    if config.level is None:
+        raise ValueError("SPARC adapter config has no level (weight, neuron or head).")
+    name_map("module_counts", lambda v: _is_int(v, 0), "non-negative ints")
+    name_map(
+        "module_shapes",
+        lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(d, 1) for d in v),
+        "[rows, columns] weight shapes",
+    )
+    name_map("mask_modules", lambda v: isinstance(v, str), "module names")
+    name_map("module_digests", lambda v: isinstance(v, str), "digest strings")
+    for field_name, expected in (
+        ("level", str),
+        ("fingerprint", str),
+        ("model_type", str),
+        ("provenance", dict),
+    ):
+        if not isinstance(getattr(config, field_name), expected):
+            raise ValueError(f"SPARC adapter config: {field_name} must be a {expected.__name__}.")
+    if config.num_heads is not None and not _is_int(config.num_heads, 1):
+        raise ValueError(f"SPARC adapter config: num_heads must be a positive int, got {config.num_heads!r}.")
+    targets = config.target_modules
+    if not (
+        targets is None
+        or isinstance(targets, str)
+        or (isinstance(targets, list | set) and all(isinstance(t, str) for t in targets))
+    ):
+        raise ValueError("SPARC adapter config: target_modules must be a regex or a list of module names.")
+
+
+def _check_peft_type(config_file: str) -> None:
+    """Refuse a local adapter_config.json that is not a SPARC adapter's, before PEFT dispatches on it."""
+    if not os.path.isfile(config_file):
+        return  # PEFT reports the missing file itself
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{config_file} must hold a JSON object.")
+    peft_type = values.get("peft_type")
+    if peft_type != SparcPeftType.SPARC.value:
+        raise ValueError(f"{config_file} describes a {peft_type!r} adapter, not a SPARC adapter.")
+
+
 @dataclass
 class SparcAdapterConfig(PeftConfig):
     """Configuration of a SPARC pruning-mask adapter.
@@ -51,11 +126,14 @@ class SparcAdapterConfig(PeftConfig):
         num_heads: Attention heads per layer (head level: head width = o_proj input / num_heads).
         mask_modules: Wrapped module name -> name the masks were keyed by (the attention module
             for head level; the module itself otherwise).
+        module_digests: Wrapped module name -> :func:`indices_digest` of its pruned indices,
+            checked on load (absent in adapters written before it existed: not checked then).
         provenance: How the masks were chosen: ``method``, ``rule``, ``model_name``,
             ``n_samples``, ``settings``.
     """
 
-    level: str = field(default="neuron", metadata={"help": "weight, neuron or head"})
+    # no default: a config file without a level must not silently become a neuron adapter
+    level: str | None = field(default=None, metadata={"help": "weight, neuron or head"})
     target_modules: str | list[str] | None = field(default=None, metadata={"help": "wrapped modules"})
     module_counts: dict[str, int] = field(default_factory=dict)
     module_shapes: dict[str, list[int]] = field(default_factory=dict)
@@ -63,13 +141,30 @@ class SparcAdapterConfig(PeftConfig):
     model_type: str = ""
     num_heads: int | None = None
     mask_modules: dict[str, str] = field(default_factory=dict)
+    module_digests: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> SparcAdapterConfig:
+        # PEFT drops unknown config keys with a warning (forward compatibility), but a key from a
+        # newer or tampered adapter may change what the indices mean, so a SPARC config refuses
+        # them. Checked in __new__ because PEFT builds configs as ``cls(**json)`` on every load path.
+        unknown = sorted(set(kwargs) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"SPARC adapter config has unknown field(s) {unknown} (written by a newer hf_sparc, or "
+                "edited?); refusing to guess what they mean."
+            )
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
+        _check_types(self)
         super().__post_init__()
         self.peft_type = SparcPeftType.SPARC
         if self.level not in ("weight", "neuron", "head"):
             raise ValueError(f"Unknown SPARC adapter level {self.level!r}; expected weight, neuron or head.")
+        for name in ("mask_modules", "module_digests"):
+            if not set(getattr(self, name)) <= set(self.module_shapes):
+                raise ValueError(f"SPARC adapter config: {name} names modules missing from module_shapes.")
         if set(self.module_counts) != set(self.module_shapes):
             raise ValueError("SPARC adapter config: module_counts and module_shapes cover different modules.")
         if self.level == "head" and not self.num_heads:
@@ -89,6 +184,7 @@ class SparcAdapterConfig(PeftConfig):
         """
         path = os.path.join(pretrained_model_name_or_path, subfolder or "")
         if os.path.isdir(path):
+            _check_peft_type(os.path.join(path, CONFIG_NAME))
             weights = os.path.join(path, ADAPTER_WEIGHTS)
             if not os.path.isfile(weights):
                 raise FileNotFoundError(

@@ -19,6 +19,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hf_sparc.masks import check_indices
+from hf_sparc.tuner.config import indices_digest
 
 # Buffers start out as this value until real indices arrive, so an adapter whose indices never
 # got loaded (a file missing a key) is detected instead of pruning unit 0.
@@ -35,7 +36,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
     """
 
     adapter_layer_names = ()
-    other_param_names = ("pruning_indices", "pruning_level", "pruning_group")
+    other_param_names = ("pruning_indices", "pruning_level", "pruning_group", "pruning_digest")
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         level: str,
         count: int,
         group: int = 1,
+        digest: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(base_layer, (nn.Linear, Conv1D)):
@@ -57,6 +59,8 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         self.pruning_indices = BufferDict(persistent=True)
         self.pruning_level: dict[str, str] = {}
         self.pruning_group: dict[str, int] = {}
+        # expected indices_digest per adapter (None: adapter written without one)
+        self.pruning_digest: dict[str, str | None] = {}
         # pruned weight entries (and bias entries) as they were before merge(), per merged adapter
         self._originals: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         # (tensor identity, version) of the indices last validated, per adapter
@@ -67,18 +71,22 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self._active_adapter = adapter_name
-        self.update_layer(adapter_name, level, count, group)
+        self.update_layer(adapter_name, level, count, group, digest)
         self.register_load_state_dict_post_hook(_check_loaded)
 
     # -- adapters ----------------------------------------------------------------------------
-    def update_layer(self, adapter_name: str, level: str, count: int, group: int = 1) -> None:
-        """Add an adapter slot of ``count`` indices (filled later by ``load_state_dict``)."""
+    def update_layer(
+        self, adapter_name: str, level: str, count: int, group: int = 1, digest: str | None = None
+    ) -> None:
+        """Add an adapter slot of ``count`` indices (filled later by ``load_state_dict``, and then
+        checked against ``digest`` when one is given)."""
         device = self.base_layer.weight.device
         self.pruning_indices[adapter_name] = torch.full(
             (count,), _NOT_LOADED, dtype=torch.int64, device=device
         )
         self.pruning_level[adapter_name] = level
         self.pruning_group[adapter_name] = group
+        self.pruning_digest[adapter_name] = digest
         self.set_adapter(self.active_adapters)
 
     def n_components(self, adapter_name: str) -> int:
@@ -104,6 +112,13 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         if tensor.numel() and bool((tensor == _NOT_LOADED).all()):
             raise ValueError(f"{where}: indices were never loaded (missing from adapter_model.safetensors?).")
         check_indices(tensor, self.n_components(adapter_name), where)
+        expected = self.pruning_digest.get(adapter_name)
+        level, n_components = self.pruning_level[adapter_name], self.n_components(adapter_name)
+        if expected and indices_digest(level, n_components, tensor) != expected:
+            raise ValueError(
+                f"{where}: the pruned indices do not match the digest in adapter_config.json "
+                "(corrupted or edited adapter files); refusing to prune the wrong units."
+            )
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
         # Validate incoming indices before they are copied into the buffers, so a bad file never

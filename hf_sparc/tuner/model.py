@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from transformers.pytorch_utils import Conv1D
 
 from hf_sparc.architectures import ArchitectureSpec, get_architecture, unwrap_model
 from hf_sparc.masks import Masks
-from hf_sparc.tuner.config import SparcAdapterConfig, shape_fingerprint
+from hf_sparc.tuner.config import SparcAdapterConfig, indices_digest, shape_fingerprint
 from hf_sparc.tuner.layer import SparcLayer
 
 if TYPE_CHECKING:
@@ -103,10 +104,13 @@ class SparcModel(BaseTuner):
                     f"{peft_config.num_heads} heads."
                 )
             group = in_features // peft_config.num_heads
+        digest = peft_config.module_digests.get(current_key)
         if isinstance(target, SparcLayer):
-            target.update_layer(adapter_name, peft_config.level, count, group)
+            target.update_layer(adapter_name, peft_config.level, count, group, digest)
         else:
-            new_module = SparcLayer(target, current_key, adapter_name, peft_config.level, count, group)
+            new_module = SparcLayer(
+                target, current_key, adapter_name, peft_config.level, count, group, digest
+            )
             self._replace_module(parent, target_name, new_module, target)
 
     def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
@@ -173,7 +177,7 @@ def apply_masks(model: nn.Module, masks: Masks, adapter_name: str = "default") -
 def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> SparcAdapterConfig:
     """Build the adapter config for ``masks``, checking every masked module against ``base``."""
     num_heads = getattr(base.config, "num_attention_heads", None) if masks.level == "head" else None
-    mask_modules, counts, shapes = {}, {}, {}
+    mask_modules, counts, shapes, digests = {}, {}, {}, {}
     for name, idx in masks.items():
         target = _target_of(name, spec, masks.level)
         try:
@@ -201,6 +205,7 @@ def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> Sp
                 f"there have shape {actual}."
             )
         mask_modules[target], counts[target], shapes[target] = name, idx.numel(), weight_shape
+        digests[target] = indices_digest(masks.level, math.prod(actual), idx)
     return SparcAdapterConfig(
         task_type="CAUSAL_LM",
         inference_mode=True,
@@ -215,6 +220,7 @@ def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> Sp
         model_type=base.config.model_type,
         num_heads=num_heads,
         mask_modules=mask_modules,
+        module_digests=digests,
         provenance={
             "method": masks.method,
             "rule": masks.rule,
