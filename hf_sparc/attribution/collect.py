@@ -7,8 +7,10 @@ Units per level (keys of the resulting :class:`~hf_sparc.Relevance`):
 * ``head``: heads of an attention module, read at the input of its output projection.
 * ``token``: input positions (token + learned position embeddings).
 
-All accumulators are fp32 and summed over real (non-padding) tokens as the batches stream
-by, so memory does not grow with the number of samples.
+Each batch's contribution is computed in fp32 and summed over real (non-padding) tokens as the
+batches stream by, so memory does not grow with the number of samples. Accumulators are float64:
+a sum of fp32 batch contributions is then (nearly) exact, so the fp32 result does not depend on
+the order of the batches, on resuming, or on how many processes shared them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from hf_sparc.architectures import (
     layer_part_names,
 )
 from hf_sparc.attribution.methods import AttributionMethod
+from hf_sparc.attribution.placement import parameter
 from hf_sparc.attribution.rules import InstancePatches
 
 
@@ -96,7 +99,8 @@ def unit_shape(model: nn.Module, spec: ArchitectureSpec, level: str, name: str, 
 class Collector:
     """Accumulates one signal for one level through hooks on the target modules.
 
-    ``select`` (bool ``[batch, seq]``, true on real tokens) must be set before each forward.
+    ``select`` (bool ``[batch, seq]``, true on real tokens; ``None`` when every token is real)
+    must be set before each forward.
     """
 
     def __init__(
@@ -120,15 +124,17 @@ class Collector:
         if name in self.sums:
             self.sums[name] += value
         else:
-            self.sums[name] = value.clone()
+            self.sums[name] = value.double()
 
-    def _tokens(self, tensor: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
+    @staticmethod
+    def _tokens(tensor: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
         """Real-token rows of a ``[batch, seq, features]`` tensor, in fp32: ``[tokens, features]``.
 
         Some models (OPT) flatten to ``[batch·seq, features]`` inside the MLP; both work.
         """
-        select = self.select if select is None else select
-        return tensor.reshape(-1, tensor.shape[-1])[select.reshape(-1)].float()
+        rows = tensor.reshape(-1, tensor.shape[-1])
+        # Unpadded batches skip the boolean index: it copies every activation and gradient.
+        return (rows if select is None else rows[select.reshape(-1)]).float()
 
     def _units(self, per_token: torch.Tensor) -> torch.Tensor:
         """Reduce ``[tokens, features]`` to per-token unit scores (heads: sum over head_dim)."""
@@ -158,13 +164,16 @@ class Collector:
         """Score the units living in ``site`` (a module output, or the heads' concatenation)."""
         select = self.select
         if self.method.signal == "activation":
-            self._add(name, self._units(self._tokens(site).abs()).sum(0))
+            self._add(name, self._units(self._tokens(site, select).abs()).sum(0))
         elif site.requires_grad:
+            # The hook must not reference ``site`` itself: tensor -> hook -> closure -> tensor is a
+            # cycle that Python's GC cannot see through, so every batch's activations would leak.
+            value = site.detach()
 
             def on_grad(grad: torch.Tensor) -> None:
                 self._add(
                     name,
-                    self._sum_tokens(self._units(self._tokens(site, select) * self._tokens(grad, select))),
+                    self._sum_tokens(self._units(self._tokens(value, select) * self._tokens(grad, select))),
                 )
 
             site.register_hook(on_grad)
@@ -177,7 +186,7 @@ class Collector:
 
     def _wanda_hook(self, name: str):
         def hook(_module, inputs):
-            self._add(name, self._tokens(inputs[0]).pow(2).sum(0))
+            self._add(name, self._tokens(inputs[0], self.select).pow(2).sum(0))
 
         return hook
 
@@ -190,7 +199,8 @@ class Collector:
             x, select = inputs[0], self.select
 
             def on_grad(grad: torch.Tensor) -> None:
-                xs, gs, weight = self._tokens(x, select), self._tokens(grad, select), module.weight.float()
+                weight = parameter(module).to(grad.device).float()
+                xs, gs = self._tokens(x, select), self._tokens(grad, select)
                 if self.absolute:
                     # Σ_t |w·g_t·x_t| = |w| · (|g|ᵀ|x|): per-token absolute weight relevance at the
                     # cost of one matmul, because each token's contribution is a rank-1 outer product.
@@ -209,17 +219,26 @@ class Collector:
         for name, module in self.targets.items():
             shape = unit_shape(self.model, self.spec, self.level, name, module)
             total = self.sums.get(name)
-            if total is None:
-                total = torch.zeros(shape)
+            total = torch.zeros(shape, dtype=torch.float64) if total is None else total.cpu()
             if signal == "relevance":
-                result[name] = total / n_samples
+                score = total / n_samples
             elif signal == "activation":
-                result[name] = total / max(n_real_tokens, 1)
+                score = total / max(n_real_tokens, 1)
             else:  # wanda: |W_ij| · ‖X_j‖₂ with the norm over every real token
                 norms = total.sqrt()
-                weight = module.weight.detach().float().abs()
-                result[name] = weight * (norms[:, None] if type(module).__name__ == "Conv1D" else norms)
+                weight = parameter(module).detach().cpu().double().abs()
+                score = weight * (norms[:, None] if type(module).__name__ == "Conv1D" else norms)
+            result[name] = score.float()
         return result
+
+    def complete_sums(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The accumulators with every target present (zeros where nothing was seen), as an
+        all-reduce needs them: a process may have had no batch at all."""
+        for name, module in self.targets.items():
+            if name not in self.sums:
+                shape = unit_shape(self.model, self.spec, self.level, name, module)
+                self.sums[name] = torch.zeros(shape, dtype=torch.float64, device=device)
+        return self.sums
 
 
 def data_free_scores(
@@ -238,9 +257,9 @@ def data_free_scores(
         if method.signal == "random":
             result[name] = torch.rand(shape, generator=generator)
         elif level == "weight":
-            result[name] = module.weight.detach().float().abs().cpu()
+            result[name] = parameter(module).detach().float().abs().cpu()
         else:
             out_dim = 1 if type(module).__name__ == "Conv1D" else 0
-            weight = module.weight.detach().float().cpu()
+            weight = parameter(module).detach().float().cpu()
             result[name] = weight.norm(dim=1 - out_dim)
     return result

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Literal
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from hf_sparc.architectures import ArchitectureSpec, get_architecture, unwrap_model
+from hf_sparc.architectures import ArchitectureSpec, decoder_layers, get_architecture, unwrap_model
+from hf_sparc.attribution.checkpoint import AccumulatorState, CheckpointStore, run_fingerprint
 from hf_sparc.attribution.collect import Collector, data_free_scores, resolve_targets
+from hf_sparc.attribution.distributed import current_shard
 from hf_sparc.attribution.methods import get_method
+from hf_sparc.attribution.placement import check_loaded, execution_device, parameter
 from hf_sparc.attribution.rules import InstancePatches, lrp_rules
 from hf_sparc.data import Batch, TextsLike, batches, tokenize
 from hf_sparc.relevance import Relevance, RelevanceInfo
@@ -77,25 +83,33 @@ def _explained_output(objective: str, model: nn.Module, hidden: torch.Tensor, ba
     head = model.get_output_embeddings()
     if objective == "next_token":
         rows = batch.explained.nonzero(as_tuple=True)
-        ids = batch.targets[rows]
-        logits = (hidden[rows].float() * head.weight[ids].float()).sum(-1)
-        if getattr(head, "bias", None) is not None:
-            logits = logits + head.bias[ids].float()
+        weight, bias = parameter(head, "weight"), parameter(head, "bias")
+        ids = batch.targets[rows].to(weight.device)
+        logits = (hidden[rows].float() * weight[ids].to(hidden.device).float()).sum(-1)
+        if bias is not None:
+            logits = logits + bias[ids].to(hidden.device).float()
         return torch.zeros(hidden.shape[0], device=hidden.device).index_add(0, rows[0], logits)
     last = batch.attention_mask.sum(1) - 1
     logits = head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last]).float()
     return logits.max(-1).values
 
 
-def _check_ready(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    if parameter is None:
-        raise ValueError("The model has no parameters.")
-    if any(p.device.type == "meta" for p in model.parameters()):
-        raise ValueError(
-            "The model has weights on the 'meta' device (not loaded); load real weights before attributing."
+def _checkpoint_layers(model: nn.Module, spec: ArchitectureSpec, patches: InstancePatches) -> None:
+    """Gradient checkpointing of each decoder layer, on this instance only.
+
+    Non-reentrant checkpointing keeps the original graph (so ``autograd.grad`` and the collector's
+    tensor hooks work) and recomputes only the saved activations. transformers' own switch is not
+    used: it acts only in training mode, and attribution runs in eval mode.
+    """
+    for _, layer in decoder_layers(model, spec):
+        patches.shadow_forward(
+            layer, lambda forward: functools.partial(checkpoint, forward, use_reentrant=False)
         )
-    return model.get_input_embeddings().weight.device
+
+
+def _check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def attribute(
@@ -112,6 +126,10 @@ def attribute(
     absolute: bool = False,
     text_column: str = "text",
     seed: int = 0,
+    gradient_checkpointing: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
+    distributed: bool | None = None,
     progress: bool = True,
 ) -> Relevance:
     """Relevance of ``model``'s components for explaining its outputs on ``texts``.
@@ -142,7 +160,18 @@ def attribute(
             pruning work used ``|R|``). Signed (default) is the paper's Eq. 1 as written.
         text_column: Column holding plain text in dicts / datasets.
         seed: Seed of the ``random`` method (no global RNG is touched).
-        progress: Show a tqdm bar (also silenced by transformers' progress-bar setting).
+        gradient_checkpointing: Recompute each decoder layer's activations in the backward pass
+            instead of keeping them (gradient methods): less memory for about one more forward.
+            Results are unchanged.
+        checkpoint_dir: Save the accumulators there every ``checkpoint_every`` batches (atomically);
+            a later call with the same arguments resumes from them and gives bit-identical relevance.
+            Runs with different settings, texts or process counts are refused, not mixed.
+        checkpoint_every: Batches between two saves of ``checkpoint_dir``.
+        distributed: ``None`` (default): when launched as several processes (``accelerate launch``,
+            ``torchrun``), each process attributes its share of the batches and all get the summed
+            result; every process must pass the same texts. ``False``: each process works alone.
+        progress: Show a tqdm bar (also silenced by transformers' progress-bar setting; shown by the
+            first process only).
 
     Returns:
         A :class:`~hf_sparc.Relevance` keyed by module name.
@@ -150,9 +179,11 @@ def attribute(
     attribution = get_method(method, level)
     if objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {objective!r}; expected one of {list(OBJECTIVES)}.")
+    _check_positive("checkpoint_every", checkpoint_every)
     base = unwrap_model(model)
     spec = get_architecture(base)
-    device = _check_ready(base)
+    check_loaded(base)
+    device = execution_device(base.get_input_embeddings())
     targets = resolve_targets(base, spec, level, target_modules)
     settings = {
         "objective": objective,
@@ -185,16 +216,35 @@ def attribute(
         require_explained=attribution.needs_gradient and objective == "next_token",
     )
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    shard = current_shard(distributed)
+    store = None
+    if checkpoint_dir is not None:
+        description = {
+            "method": method,
+            "level": level,
+            "settings": settings,
+            "targets": list(targets),
+            "pad_id": pad_id,
+            "model": info(0, 0).model_name,
+            "parameters": sum(p.numel() for p in base.parameters()),
+            "shard": [shard.rank, shard.world_size],
+        }
+        store = CheckpointStore(
+            checkpoint_dir, run_fingerprint(samples, description), shard, checkpoint_every
+        )
+    state = (store.load() if store else None) or AccumulatorState()
     collector = Collector(base, spec, level, attribution, targets, absolute)
+    collector.sums = state.sums
     leaves = _InputLeaves(_embedding_modules(base, spec), attribution.needs_gradient)
-    token_scores: list[torch.Tensor] = []
-    outputs: list[float] = []
-    n_real = 0
+    # Batches are cut from the whole set, then dealt: each is padded as it would be in one process.
+    sizes = [len(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
+    owned = [index for index in range(len(sizes)) if shard.owns(index)]
     bar = tqdm(
-        total=len(samples),
+        total=sum(sizes[i] for i in owned),
+        initial=sum(sizes[i] for i in owned[: state.done]),
         desc=f"hf_sparc {method} ({level})",
         unit="text",
-        disable=not (progress and hf_logging.is_progress_bar_enabled()),
+        disable=not (progress and hf_logging.is_progress_bar_enabled()) or shard.rank != 0,
     )
     with ExitStack() as stack:
         stack.enter_context(_attribution_mode(model))
@@ -204,12 +254,17 @@ def attribute(
         leaves.attach(patches)
         if attribution.rules is not None:
             stack.enter_context(lrp_rules(base, attribution.rules))
+        if gradient_checkpointing and attribution.needs_gradient:
+            _checkpoint_layers(base, spec, patches)
         stack.callback(bar.close)
-        for batch in batches(samples, batch_size, pad_id):
+        remaining = set(owned[state.done :])
+        for index, batch in enumerate(batches(samples, batch_size, pad_id)):
+            if index not in remaining:
+                continue
             batch = batch.to(device)
-            collector.select = batch.attention_mask.bool()
+            real = batch.attention_mask.bool()
+            collector.select = None if bool(real.all()) else real
             leaves.batch_size, leaves.tensors = batch.input_ids.shape[0], []
-            n_real += int(batch.attention_mask.sum())
             with torch.set_grad_enabled(attribution.needs_gradient):
                 hidden = base.base_model(
                     input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
@@ -217,17 +272,37 @@ def attribute(
                 if attribution.needs_gradient:
                     explained = _explained_output(objective, base, hidden, batch)
                     grads = torch.autograd.grad(explained.sum(), leaves.tensors)
-                    outputs.extend(explained.tolist())
+                    state.outputs[index] = explained.tolist()
                     if level == "token":
                         per_position = sum(
                             (leaf * g).sum(-1) for leaf, g in zip(leaves.tensors, grads, strict=True)
                         )
                         lengths = batch.attention_mask.sum(1).tolist()
-                        token_scores.extend(per_position[i, :n].float().cpu() for i, n in enumerate(lengths))
+                        state.tokens[index] = [
+                            per_position[i, :n].float().cpu() for i, n in enumerate(lengths)
+                        ]
+            state.n_real += int(batch.attention_mask.sum())
+            state.done += 1
+            if store:
+                store.save(state)
             bar.update(batch.input_ids.shape[0])
+    if store:
+        store.save(state, force=True)
+    return _result(state, shard, collector, samples, objective, absolute, base, device, info)
+
+
+def _result(state, shard, collector, samples, objective, absolute, base, device, info) -> Relevance:
+    """Combine this process's accumulators with the other processes' into the Relevance."""
+    shard.all_reduce(collector.complete_sums(device) if collector.level != "token" else {})
+    n_real = sum(shard.all_gather(state.n_real))
+    outputs, tokens = {}, {}
+    for part_outputs, part_tokens in shard.all_gather((state.outputs, state.tokens)):
+        outputs.update(part_outputs)
+        tokens.update(part_tokens)
+    ordered_outputs = [value for index in sorted(outputs) for value in outputs[index]]
     n_tokens = sum(s.n_explained for s in samples) if objective == "next_token" else len(samples)
-    if level == "token":
-        scores = torch.cat([t.abs() if absolute else t for t in token_scores])
+    if collector.level == "token":
+        scores = torch.cat([t.abs() if absolute else t for index in sorted(tokens) for t in tokens[index]])
         name = next(n for n, m in base.named_modules() if m is base.get_input_embeddings())
         return Relevance(
             {name: scores},
@@ -236,8 +311,8 @@ def attribute(
                 n_tokens,
                 token_counts=[len(s.input_ids) for s in samples],
                 token_ids=[list(s.input_ids) for s in samples],
-                outputs=outputs,
+                outputs=ordered_outputs,
             ),
         )
-    result = {n: t.cpu() for n, t in collector.scores(len(samples), n_real).items()}
-    return Relevance(result, info(len(samples), n_tokens, outputs=outputs))
+    scores = collector.scores(len(samples), n_real)
+    return Relevance(scores, info(len(samples), n_tokens, outputs=ordered_outputs))
