@@ -48,6 +48,12 @@ class SparcConfig:
             relevance that are never cut (see :func:`hf_sparc.select_contrastive`).
         target_modules, objective, absolute, max_length, batch_size, seed, text_column:
             Passed to :func:`hf_sparc.attribute`.
+        gradient_checkpointing: Recompute layer activations in the backward pass (less memory,
+            same relevance); see :func:`hf_sparc.attribute`.
+        checkpoint_dir: Make :meth:`SparcPruner.fit` resumable: each reference set saves its
+            accumulators under ``checkpoint_dir/<undesired|general>`` every ``checkpoint_every``
+            batches, and a restarted fit continues from them (bit-identical result).
+        checkpoint_every: Batches between two saves of ``checkpoint_dir``.
         adapter_name: Name of the PEFT adapter that :meth:`SparcPruner.prune` adds.
     """
 
@@ -65,6 +71,9 @@ class SparcConfig:
     batch_size: int = 8
     seed: int = 0
     text_column: str = "text"
+    gradient_checkpointing: bool = False
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 10
     adapter_name: str = "sparc"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -94,9 +103,17 @@ class SparcConfig:
             raise ValueError(f"protect_general must be in [0, 1), got {self.protect_general}.")
         if self.keep not in ("highest", "lowest"):
             raise ValueError(f"keep must be 'highest' or 'lowest', got {self.keep!r}.")
-        for name in ("max_length", "batch_size"):
+        for name in ("max_length", "batch_size", "checkpoint_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ValueError(
+                f"gradient_checkpointing must be True or False, got {self.gradient_checkpointing!r}."
+            )
+        if isinstance(self.checkpoint_dir, os.PathLike):  # stored as str: the config is saved as JSON
+            self.checkpoint_dir = os.fspath(self.checkpoint_dir)
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, str):
+            raise ValueError(f"checkpoint_dir must be a path string or None, got {self.checkpoint_dir!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,6 +222,9 @@ class SparcPruner(TrainerCallback):
                 absolute=c.absolute,
                 text_column=c.text_column,
                 seed=c.seed,
+                gradient_checkpointing=c.gradient_checkpointing,
+                checkpoint_dir=None if c.checkpoint_dir is None else os.path.join(c.checkpoint_dir, role),
+                checkpoint_every=c.checkpoint_every,
             )
         if not self.relevance:  # data-free methods (magnitude, random) score the weights alone
             self.relevance["general"] = attribute(

@@ -253,3 +253,51 @@ def test_two_processes_equal_one_process_and_give_identical_masks(tmp_path, toke
 def test_distributed_true_without_processes_fails_clearly(tokenizer):
     with pytest.raises(ValueError, match="process group"):
         hf_sparc.attribute(make_model("llama"), TEXTS, tokenizer=make_tokenizer(), distributed=True)
+
+
+# -- configuration -----------------------------------------------------------------------------------
+def test_sparc_config_passes_scaling_options_and_checkpoints_each_reference_set(tmp_path, tokenizer):
+    config = hf_sparc.SparcConfig(
+        count=3, gradient_checkpointing=True, checkpoint_dir=tmp_path, checkpoint_every=2
+    )
+    assert config.checkpoint_dir == str(tmp_path)  # JSON-safe
+    assert hf_sparc.SparcConfig.from_dict(config.to_dict()) == config
+    pruner = hf_sparc.SparcPruner(config).fit(
+        make_model("llama"), tokenizer, undesired=TEXTS[:3], general=TEXTS
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["general", "undesired"]
+    plain = hf_sparc.attribute(make_model("llama"), TEXTS, tokenizer=tokenizer)
+    _assert_identical(pruner.relevance["general"], plain)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"checkpoint_every": 0},
+        {"checkpoint_every": 1.5},
+        {"gradient_checkpointing": "yes"},
+        {"checkpoint_dir": 3},
+    ],
+)
+def test_sparc_config_rejects_bad_scaling_options(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        hf_sparc.SparcConfig(**bad)
+
+
+def test_cli_scaling_options_reach_attribute(tmp_path, tokenizer):
+    import argparse
+
+    from hf_sparc.cli._common import add_scaling_options, scaling_options
+
+    parser = argparse.ArgumentParser()
+    add_scaling_options(parser)
+    options = scaling_options(
+        parser.parse_args(["--gradient-checkpointing", "--checkpoint-dir", str(tmp_path)])
+    )
+    assert options == {
+        "gradient_checkpointing": True,
+        "checkpoint_dir": str(tmp_path),
+        "checkpoint_every": 10,
+    }
+    hf_sparc.attribute(make_model("llama"), TEXTS, tokenizer=tokenizer, **options)
+    assert (tmp_path / "attribution-rank0-of-1.safetensors").is_file()

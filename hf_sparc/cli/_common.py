@@ -157,6 +157,27 @@ def add_attribution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed (random method, data splits)")
 
 
+def add_scaling_options(parser: argparse.ArgumentParser) -> None:
+    """``--gradient-checkpointing/--checkpoint-dir/--checkpoint-every`` (see README, Scaling);
+    pass them on with :func:`scaling_options`."""
+    group = parser.add_argument_group("scaling")
+    group.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute activations in backward: less memory"
+    )
+    group.add_argument("--checkpoint-dir", default=None, help="save attribution state there; rerun to resume")
+    group.add_argument("--checkpoint-every", type=int, default=10, help="batches between two state saves")
+
+
+def scaling_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`hf_sparc.attribute` / ``SparcConfig`` set by
+    :func:`add_scaling_options`."""
+    return {
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "checkpoint_dir": args.checkpoint_dir,
+        "checkpoint_every": args.checkpoint_every,
+    }
+
+
 def add_amount_options(parser: argparse.ArgumentParser, default_count: int | None) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--count", type=int, default=default_count, help="components to prune")
