@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_sparc.architectures import unwrap_model
 from hf_sparc.assets import Split, split_items
 from hf_sparc.attribution import attribute
 from hf_sparc.masks import Masks
@@ -182,6 +183,10 @@ def logit_differences(
     at the last prompt position (fp32, ``[len(items)]``)."""
     prompts, correct, wrong = _first_tokens(tokenizer, items)
     device = model_device(model)
+    # the backbone (adapters included) for all positions, the output layer only at the last one:
+    # full-vocabulary logits at every position would cost as much as a few decoder layers
+    causal_lm = unwrap_model(model)
+    head = causal_lm.get_output_embeddings()
     out = []
     with (
         eval_mode(model),
@@ -191,8 +196,12 @@ def logit_differences(
         for start in range(0, len(prompts), batch_size):
             # right padding: real positions are unchanged; the pad id is never attended to
             input_ids, attention_mask = pad_batch(prompts[start : start + batch_size], 0, "right", device)
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            last = logits[torch.arange(len(input_ids), device=device), attention_mask.sum(1) - 1].float()
+            hidden = causal_lm.base_model(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            ).last_hidden_state
+            last = head(
+                hidden[torch.arange(len(input_ids), device=device), attention_mask.sum(1) - 1]
+            ).float()
             pick = torch.tensor(
                 [correct[start : start + batch_size], wrong[start : start + batch_size]], device=device
             )

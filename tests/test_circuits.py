@@ -62,7 +62,7 @@ def test_logit_differences_match_a_direct_forward(tokenizer):
         assert diff == pytest.approx(float(logits[io] - logits[s]), abs=1e-5)
     scores = circuits.task_scores(model, tokenizer, items, progress=False)
     assert scores == {
-        "logit_diff": pytest.approx(float(diffs.mean())),
+        "logit_diff": pytest.approx(float(diffs.mean()), abs=1e-6),
         "accuracy": float((diffs > 0).float().mean()),
         "n": 10,
     }
@@ -75,7 +75,7 @@ def test_logit_differences_match_a_direct_forward(tokenizer):
         tokenizer=tokenizer,
         progress=False,
     )
-    assert result == scores
+    assert result == pytest.approx(scores, abs=1e-6)  # other batch size: rounding only
 
 
 @pytest.mark.parametrize(
