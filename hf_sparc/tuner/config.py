@@ -80,6 +80,10 @@ def _check_types(config: SparcAdapterConfig) -> None:
     ):
         if not isinstance(getattr(config, field_name), expected):
             raise ValueError(f"SPARC adapter config: {field_name} must be a {expected.__name__}.")
+    if config.num_layers is not None and not _is_int(config.num_layers, 1):
+        raise ValueError(
+            f"SPARC adapter config: num_layers must be a positive int, got {config.num_layers!r}."
+        )
     if config.num_heads is not None and not _is_int(config.num_heads, 1):
         raise ValueError(f"SPARC adapter config: num_heads must be a positive int, got {config.num_heads!r}.")
     targets = config.target_modules
@@ -122,7 +126,9 @@ class SparcAdapterConfig(PeftConfig):
         module_shapes: Wrapped module name -> its weight shape as stored (``nn.Linear``
             ``[out, in]``, ``Conv1D`` ``[in, out]``): the shape fingerprint checked on load.
         fingerprint: :func:`shape_fingerprint` of ``module_shapes``.
-        model_type: ``config.model_type`` of the base model.
+        model_type: ``config.model_type`` of the base model (checked on load when set).
+        num_layers: Decoder layers of the base model (checked on load when set: an adapter for a
+            2-layer model must not silently prune the first 2 layers of a 3-layer one).
         num_heads: Attention heads per layer (head level: head width = o_proj input / num_heads).
         mask_modules: Wrapped module name -> name the masks were keyed by (the attention module
             for head level; the module itself otherwise).
@@ -139,6 +145,7 @@ class SparcAdapterConfig(PeftConfig):
     module_shapes: dict[str, list[int]] = field(default_factory=dict)
     fingerprint: str = ""
     model_type: str = ""
+    num_layers: int | None = None
     num_heads: int | None = None
     mask_modules: dict[str, str] = field(default_factory=dict)
     module_digests: dict[str, str] = field(default_factory=dict)

@@ -33,6 +33,13 @@ def check_fingerprint(model: nn.Module, config: SparcAdapterConfig) -> None:
     Runs before anything is modified, so a refused adapter leaves the base model untouched.
     """
     problems = []
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if config.model_type and model_type != config.model_type:
+        problems.append(f"it is a {model_type!r} model")
+    if config.num_layers is not None:
+        layers = _num_layers(model)
+        if layers != config.num_layers:
+            problems.append(f"adapter expects {config.num_layers} decoder layers, model has {layers}")
     for name, expected in config.module_shapes.items():
         try:
             module = model.get_submodule(name)
@@ -46,12 +53,20 @@ def check_fingerprint(model: nn.Module, config: SparcAdapterConfig) -> None:
             )
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
         raise ValueError(
             f"This SPARC adapter (made for model_type {config.model_type!r}, fingerprint "
             f"{config.fingerprint}) does not fit this {model_type!r} model: {shown}. "
             "The model was not modified."
         )
+
+
+def _num_layers(model: nn.Module) -> int | None:
+    """Decoder layers of a supported model; None for an architecture hf_sparc does not know."""
+    try:
+        spec = get_architecture(model)
+        return len(unwrap_model(model).get_submodule(spec.layers))
+    except (ValueError, AttributeError):
+        return None
 
 
 class SparcModel(BaseTuner):
@@ -218,6 +233,7 @@ def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> Sp
         module_shapes=shapes,
         fingerprint=shape_fingerprint(shapes),
         model_type=base.config.model_type,
+        num_layers=len(base.get_submodule(spec.layers)),
         num_heads=num_heads,
         mask_modules=mask_modules,
         module_digests=digests,
