@@ -42,12 +42,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
+def timed(fn, repeats: int, warm_up: bool = True) -> dict[str, float]:
+    """Mean seconds per call: ``cpu`` (this process's CPU time) and ``wall``.
+
+    On a shared machine, CPU time with a fixed thread count is the stable figure: other
+    processes stretch wall time but not the work done by this one.
+    """
+    if warm_up:
+        fn()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - start) / repeats
+    return {"wall": (time.perf_counter() - wall) / repeats, "cpu": (time.process_time() - cpu) / repeats}
 
 
 def run_isolated(script: str, case: str, args: list[str]) -> dict:

@@ -31,16 +31,17 @@ import hf_sparc
 
 
 def tokens_per_second(models: dict[str, torch.nn.Module], prompt: torch.Tensor, new: int, repeats: int):
-    """Median greedy-generation tokens/s of each model, measured round-robin (shared-load drift)."""
+    """Greedy-generation tokens per CPU second of each model (median; round-robin, so that drift on a
+    shared machine hits all alike)."""
     times: dict[str, list[float]] = {name: [] for name in models}
     kwargs = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
     for model in models.values():
         model.generate(prompt, **kwargs)  # warm-up
     for _ in range(repeats):
         for name, model in models.items():
-            start = time.perf_counter()
+            start = time.process_time()
             model.generate(prompt, **kwargs)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(time.process_time() - start)
     return {name: new / statistics.median(values) for name, values in times.items()}
 
 
@@ -64,7 +65,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, nargs="+", default=[100, 1000], help="pruned neurons")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.model == "builtin":
         from hf_sparc.assets import default_model_path
 
@@ -76,7 +79,7 @@ def main() -> None:
         base_dir = args.model or str(Path(folder, "base"))
         if args.model is None:
             model.save_pretrained(base_dir)
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model or 'random'}")
+        print(f"torch {torch.__version__}, {args.threads} thread(s), model {args.model or 'random'}")
         print(f"{'neurons':>8}{'bytes':>8}{'limit':>8}{'tok/s':>8}{'adapter':>9}{'ratio':>7}{'load +s':>9}")
         base_load = load_seconds(base_dir, None, args.repeats)
         for count in args.count:

@@ -1,6 +1,8 @@
 """Cost of attribution as ratios: LRP vs Gradient×Input, vs a training step, vs a forward.
 
-Each case runs in a fresh process so peak memory (max RSS growth after loading the model and
+Times are CPU seconds of the measuring process at a fixed thread count (``--threads``, default
+1), which other load on a shared machine does not inflate; wall time is printed alongside. Each
+case runs in a fresh process so peak memory (max RSS growth after loading the model and
 building the inputs) is not polluted by the others. Default model: random-init with
 SmolLM2-135M's shape; ``--model DIR`` for a real checkpoint (``--model builtin``: the cached
 SmolLM2 from scripts/setup.sh).
@@ -26,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import torch
 
@@ -56,6 +57,7 @@ def _attribute(model, texts, args, method="lrp", level="neuron", **options) -> N
 
 
 def run_case(case: str, args) -> dict:
+    torch.set_num_threads(args.threads)
     model = load_model(args.model)
     vocab = model.config.vocab_size
     texts = random_texts(args.batch_size, args.seq_len, vocab)
@@ -89,19 +91,19 @@ def run_case(case: str, args) -> dict:
                 model, texts, args, max_length=args.long_seq, gradient_checkpointing=case == "long_gc"
             ),
             1,
+            warm_up=False,
         )
     elif case in ("n_small", "n_large"):
-        _attribute(model, texts[: args.batch_size], args)  # warm-up
-        start = time.perf_counter()
-        _attribute(model, texts, args)
-        seconds = time.perf_counter() - start
+        _attribute(model, texts[: args.batch_size], args)  # warm-up on one batch
+        seconds = timed(lambda: _attribute(model, texts, args), 1, warm_up=False)
     else:
         method, level = case.split("_")
         seconds = timed(lambda: _attribute(model, texts, args, method, level), args.repeats)
     return {
         "case": case,
-        "seconds": seconds,
-        "per_sample": seconds / n_samples,
+        "seconds": seconds["cpu"],
+        "wall": seconds["wall"],
+        "per_sample": seconds["cpu"] / n_samples,
         "peak_mb": peak_rss_mb() - before,
     }
 
@@ -118,6 +120,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per case")
     parser.add_argument("--long-seq", type=int, default=512)
     parser.add_argument("--long-batch", type=int, default=2)
     parser.add_argument("--scale", type=int, nargs=2, default=[32, 256], metavar=("SMALL", "LARGE"))
@@ -136,6 +139,7 @@ def main() -> None:
         f"--batch-size={args.batch_size}",
         f"--seq-len={args.seq_len}",
         f"--repeats={args.repeats}",
+        f"--threads={args.threads}",
         f"--long-seq={args.long_seq}",
         f"--long-batch={args.long_batch}",
         f"--scale-seq={args.scale_seq}",
@@ -148,10 +152,11 @@ def main() -> None:
     for case in args.cases:
         results[case] = run_isolated(__file__, case, forwarded)
         print(json.dumps(results[case]), flush=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model or 'random'}")
-    print(f"{'case':<16}{'s':>9}{'s/sample':>10}{'peak MB':>9}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), model {args.model or 'random'}")
+    print("times: CPU seconds of the measuring process (stable under other load); wall for reference")
+    print(f"{'case':<16}{'cpu s':>9}{'wall s':>9}{'cpu s/sample':>13}{'peak MB':>9}")
     for case, r in results.items():
-        print(f"{case:<16}{r['seconds']:>9.3f}{r['per_sample']:>10.4f}{r['peak_mb']:>9.0f}")
+        print(f"{case:<16}{r['seconds']:>9.3f}{r['wall']:>9.3f}{r['per_sample']:>13.4f}{r['peak_mb']:>9.0f}")
     figures = [
         ("LRP / gradient time (neuron)", "lrp_neuron", "gradient_neuron", "seconds", "≤ 1.15"),
         ("LRP / train step time (neuron)", "lrp_neuron", "train_step", "seconds", "≤ 0.5"),

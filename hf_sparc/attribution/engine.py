@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Literal
 
@@ -17,11 +17,11 @@ from transformers.utils import logging as hf_logging
 from hf_sparc.architectures import ArchitectureSpec, decoder_layers, get_architecture, unwrap_model
 from hf_sparc.attribution.checkpoint import AccumulatorState, CheckpointStore, run_fingerprint
 from hf_sparc.attribution.collect import Collector, data_free_scores, resolve_targets
-from hf_sparc.attribution.distributed import current_shard
+from hf_sparc.attribution.distributed import Shard, current_shard
 from hf_sparc.attribution.methods import get_method
 from hf_sparc.attribution.placement import check_loaded, execution_device, parameter
 from hf_sparc.attribution.rules import InstancePatches, lrp_rules
-from hf_sparc.data import Batch, TextsLike, batches, tokenize
+from hf_sparc.data import Batch, Sample, TextsLike, batches, tokenize
 from hf_sparc.relevance import Relevance, RelevanceInfo
 
 OBJECTIVES = ("next_token", "last_token_max")
@@ -291,7 +291,17 @@ def attribute(
     return _result(state, shard, collector, samples, objective, absolute, base, device, info)
 
 
-def _result(state, shard, collector, samples, objective, absolute, base, device, info) -> Relevance:
+def _result(
+    state: AccumulatorState,
+    shard: Shard,
+    collector: Collector,
+    samples: list[Sample],
+    objective: str,
+    absolute: bool,
+    base: nn.Module,
+    device: torch.device,
+    info: Callable[..., RelevanceInfo],
+) -> Relevance:
     """Combine this process's accumulators with the other processes' into the Relevance."""
     shard.all_reduce(collector.complete_sums(device) if collector.level != "token" else {})
     n_real = sum(shard.all_gather(state.n_real))
