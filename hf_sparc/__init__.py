@@ -4,7 +4,7 @@ Compute LRP relevance of weights, neurons and heads on reference texts, contrast
 with general behaviour, and ship the cut as a PEFT-style mask adapter.
 """
 
-from hf_sparc import metrics
+from hf_sparc import circuits, compression, insight, metrics
 from hf_sparc.architectures import supported_model_types
 from hf_sparc.attribution import attribute, lrp_rules
 from hf_sparc.behavior import BehaviorSet, behavior_references
@@ -32,8 +32,11 @@ __all__ = [
     "apply_masks",
     "attribute",
     "behavior_references",
+    "circuits",
+    "compression",
     "export_ia3",
     "export_merged",
+    "insight",
     "lrp_rules",
     "metrics",
     "model_card",
