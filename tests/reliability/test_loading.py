@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import CLEAN_ERRORS, Saved, logits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from peft import PeftModel
@@ -24,6 +23,7 @@ from transformers import AutoModelForCausalLM
 from hf_sparc import Masks, Relevance, SparcConfig, SparcPruner
 from hf_sparc.pruner import CONFIG_NAME, MASKS_NAME, RELEVANCE_NAMES
 from hf_sparc.tuner import SparcAdapterConfig
+from reliability.helpers import CLEAN_ERRORS, Saved, logits
 
 CORRUPTION = settings(
     max_examples=25,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Saved, assert_bit_identical, snapshot
 from peft import PeftModel
 from sparc_fixtures import VOCAB
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, OPTConfig, PretrainedConfig
 
 import hf_sparc
 from hf_sparc.tuner import SparcLayer
+from reliability.helpers import Saved, assert_bit_identical, snapshot
 
 
 def _llama(**changes: int) -> PretrainedConfig:
