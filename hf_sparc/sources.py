@@ -31,7 +31,11 @@ def _read_utf8(path: Path) -> str:
 def _read_file(path: Path) -> list[Any]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        rows = list(csv.DictReader(_read_utf8(path).splitlines()))
+        reader = csv.DictReader(_read_utf8(path).splitlines())
+        # rows whose cells are all blank carry no text, like blank lines in .txt/.jsonl
+        rows = [row for row in reader if any(str(v or "").strip() for v in row.values())]
+        if not any(name.strip() for name in reader.fieldnames or []):
+            raise ValueError(f"{path} has no header line naming its columns.")
         if not rows:
             raise ValueError(f"{path} has no data rows (a header line and at least one row are needed).")
         return rows
@@ -52,10 +56,10 @@ def _read_file(path: Path) -> list[Any]:
         if not isinstance(item, str | dict):
             raise ValueError(f"{path}:{number} must be a JSON object or string, got {type(item).__name__}.")
         items.append(item)
+    if not items:
+        raise ValueError(f"{path} holds no texts ({blank} empty or whitespace-only line(s)).")
     if blank:
         warnings.warn(f"{path}: skipped {blank} empty or whitespace-only line(s).", stacklevel=3)
-    if not items:
-        raise ValueError(f"{path} holds no texts.")
     return items
 
 
