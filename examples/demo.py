@@ -3,7 +3,7 @@
 Steps: load the embedded real model; let it continue toxic prompts and keep the toxic
 continuations as undesired references (its own behaviour, as in the paper); attribute them and
 general text with LRP; cut the most toxicity-specific MLP neurons; measure toxic rate and
-perplexity on held-out data next to equal-size controls (Gradient×Input, activation, magnitude,
+perplexity on held-out data next to equal-size controls (Gradient×Input, Wanda, activation, magnitude,
 random × 5 seeds); save the adapter, reload it with ``AutoModelForCausalLM.from_pretrained`` and
 check the reload reproduces the corrected model exactly. Everything runs offline on CPU.
 

@@ -35,7 +35,8 @@ class Sample:
 
     @property
     def n_explained(self) -> int:
-        return len(self.input_ids) - max(self.explain_from, 1)
+        # A prompt truncated to max_length leaves nothing to explain (never a negative count).
+        return max(0, len(self.input_ids) - max(self.explain_from, 1))
 
 
 @dataclass(frozen=True)

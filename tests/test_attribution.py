@@ -238,6 +238,11 @@ def test_wanda_matches_hand_computation(tokenizer):
     expected = module.weight.detach().abs() * norms
     rel = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, method="wanda", level="weight", batch_size=3)
     torch.testing.assert_close(rel["model.layers.1.mlp.down_proj"], expected, rtol=1e-5, atol=1e-7)
+    neurons = hf_sparc.attribute(
+        model, TEXTS, tokenizer=tokenizer, method="wanda", level="neuron", target_modules=["down_proj"]
+    )
+    # structured Wanda: a unit's score is the sum of the Wanda scores of the weights producing it
+    torch.testing.assert_close(neurons["model.layers.1.mlp.down_proj"], expected.sum(1), rtol=1e-5, atol=1e-6)
 
 
 def test_gradient_neuron_relevance_matches_autograd(tokenizer):
@@ -366,3 +371,11 @@ def test_datasets_input_and_missing_column(tokenizer):
     assert all(torch.equal(from_dataset[n], from_list[n]) for n in from_list)
     with pytest.raises(ValueError, match="no 'text' column"):
         hf_sparc.attribute(model, dataset, tokenizer=tokenizer)
+
+
+def test_forward_only_methods_count_no_tokens_for_prompts_that_fill_max_length(tokenizer):
+    model = make_model("llama")
+    pairs = [{"prompt": "the cat sat on the mat and ran", "continuation": " to the house"}, TEXTS[0]]
+    rel = hf_sparc.attribute(model, pairs, tokenizer=tokenizer, method="activation", max_length=4)
+    # the pair's prompt fills all 4 tokens: nothing of it is explained, and nothing negative is counted
+    assert rel.info.n_samples == 2 and rel.info.n_tokens == 3

@@ -28,7 +28,7 @@ def test_controls_use_the_same_count_and_level(tokenizer, tmp_path):
         return [1.0] * len(texts)
 
     result = run_correction(model, tokenizer, settings, scorer=everything_is_toxic)
-    assert list(result.rows) == ["base", "lrp", "gradient", "activation", "magnitude", "random"]
+    assert list(result.rows) == ["base", "lrp", "gradient", "wanda", "activation", "magnitude", "random"]
     assert result.masks.total() == 5 and result.masks.level == "neuron"
     assert all(row["pruned"] == 5 for name, row in result.rows.items() if name != "base")
     assert "toxic_rate_sd" in result.rows["random"] and result.rows["base"]["toxic_rate"] == 1.0
@@ -38,8 +38,8 @@ def test_controls_use_the_same_count_and_level(tokenizer, tmp_path):
     assert all(f"| {name} |" in table for name in result.rows)
     plot(result, str(tmp_path / "plot.png"))
     assert (tmp_path / "plot.png").stat().st_size > 1000
-    # references + base + lrp + 3 controls + 2 random seeds, each scored once
-    assert len(calls) >= 1 + 1 + 1 + 3 + 2
+    # references + base + lrp + 4 controls + 2 random seeds, each scored once
+    assert len(calls) >= 1 + 1 + 1 + 4 + 2
 
 
 def test_unknown_behavior_or_control_fails_before_any_work(tokenizer):
@@ -47,4 +47,4 @@ def test_unknown_behavior_or_control_fails_before_any_work(tokenizer):
     with pytest.raises(ValueError, match="Unknown behavior"):
         run_correction(model, tokenizer, CorrectionSettings(behavior="rudeness"))
     with pytest.raises(ValueError, match="cannot score"):
-        run_correction(model, tokenizer, CorrectionSettings(controls=("wanda",)))
+        run_correction(model, tokenizer, CorrectionSettings(level="head", controls=("magnitude",)))

@@ -152,7 +152,7 @@ class Collector:
             if self.level == "head":
                 site = self.model.get_submodule(attention_output_name(self.spec, name))
                 handle = site.register_forward_pre_hook(self._input_hook(name), prepend=True)
-            elif self.level == "weight" and signal == "wanda":
+            elif signal == "wanda":
                 handle = module.register_forward_pre_hook(self._wanda_hook(name), prepend=True)
             elif self.level == "weight":
                 handle = module.register_forward_hook(self._weight_hook(name, module), prepend=True)
@@ -227,7 +227,10 @@ class Collector:
             else:  # wanda: |W_ij| · ‖X_j‖₂ with the norm over every real token
                 norms = total.sqrt()
                 weight = parameter(module).detach().cpu().double().abs()
-                score = weight * (norms[:, None] if type(module).__name__ == "Conv1D" else norms)
+                conv1d = type(module).__name__ == "Conv1D"
+                score = weight * (norms[:, None] if conv1d else norms)
+                if self.level == "neuron":  # a unit's score: the sum over its row of weights
+                    score = score.sum(0 if conv1d else 1)
             result[name] = score.float()
         return result
 

@@ -4,7 +4,8 @@ A *signal* is how a component is scored (see :mod:`hf_sparc.attribution.collect`
 
 * ``relevance``: activation ⊙ gradient of the explained output — LRP relevance when LRP rules
   are active (``rules``), plain Gradient×Input otherwise.
-* ``wanda``: ``|W| · ‖X‖₂`` per input feature (Sun et al. 2023), forward only.
+* ``wanda``: ``|W| · ‖X‖₂`` per input feature (Sun et al. 2023), forward only; a neuron's score is
+  the sum over the weights that produce it (structured Wanda).
 * ``activation``: mean ``|activation|`` per unit, forward only.
 * ``magnitude``: ``|W|`` (neuron level: L2 norm of the unit's weights), no data.
 * ``random``: seeded uniform scores, no data (the control for capacity loss).
@@ -44,7 +45,9 @@ METHODS: dict[str, AttributionMethod] = {
             "cp-lrp", "relevance", LEVELS, rules="cp-lrp", description="CP-LRP (q, k detached)"
         ),
         AttributionMethod("gradient", "relevance", LEVELS, description="Gradient × Input"),
-        AttributionMethod("wanda", "wanda", ("weight",), description="|W|·‖X‖₂ (Wanda)"),
+        AttributionMethod(
+            "wanda", "wanda", ("weight", "neuron"), description="|W|·‖X‖₂ (Wanda; neuron: row sum)"
+        ),
         AttributionMethod("magnitude", "magnitude", ("weight", "neuron"), description="|W|"),
         AttributionMethod("activation", "activation", ("neuron", "head"), description="mean |activation|"),
         AttributionMethod("random", "random", ("weight", "neuron", "head"), description="seeded random"),
