@@ -78,6 +78,7 @@ class SparcConfig:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if self.level == "token":
             raise ValueError(
                 "level='token' scores inputs, not prunable components; use neuron, head or weight."
@@ -136,12 +137,38 @@ class SparcConfig:
         if not path.is_file():
             raise FileNotFoundError(f"No {CONFIG_NAME} in {directory}.")
         try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{path} is not valid JSON: {error}") from error
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a JSON object.")
         return cls.from_dict(values)
+
+
+# JSON types each SparcConfig field accepts (a sparc_config.json may come from anywhere)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "count": (int, type(None)),
+    "fraction": (float, int, type(None)),
+    "protect_general": (float, int),
+    "target_modules": (str, list, type(None)),
+    "absolute": (bool,),
+    "max_length": (int,),
+    "batch_size": (int,),
+    "seed": (int,),
+    "extra": (dict,),
+    **dict.fromkeys(("method", "level", "scope", "keep", "objective", "text_column", "adapter_name"), (str,)),
+}
+
+
+def _check_field_types(config: SparcConfig) -> None:
+    """Refuse a field of the wrong type with one ``ValueError`` naming it (``True`` is not a count)."""
+    for name, types in _FIELD_TYPES.items():
+        value = getattr(config, name)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"SparcConfig.{name} must be {expected}, got {value!r}.")
+    if isinstance(config.target_modules, list) and not all(isinstance(t, str) for t in config.target_modules):
+        raise ValueError(f"SparcConfig.target_modules must list strings, got {config.target_modules!r}.")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -379,3 +379,19 @@ def test_random_byte_damage_to_masks_and_relevance(saved: Saved, tmp_path: Path,
         reference = load(saved.pruner / name)
         assert loaded.keys() == reference.keys()
         assert all(torch.equal(loaded[n], reference[n]) for n in reference), "damaged file read as valid"
+
+
+@CORRUPTION
+@given(data=st.data())
+def test_random_pruner_config_edits(saved: Saved, tmp_path: Path, data: st.DataObject) -> None:
+    values = json.loads((saved.pruner / CONFIG_NAME).read_text())
+    key = data.draw(st.sampled_from(sorted(values)))
+    values[key] = data.draw(JSON_VALUES, label=f"new value of {key!r}")
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(values))
+    try:
+        config = SparcConfig.from_pretrained(tmp_path)
+    except ValueError as error:
+        assert str(error).strip()
+    else:  # accepted only as written (count=None is filled with the default when fraction is None too)
+        loaded = config.to_dict()
+        assert all(loaded[k] == v for k, v in values.items() if not (k == "count" and v is None))
