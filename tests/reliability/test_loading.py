@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM
 from hf_sparc import Masks, Relevance, SparcConfig, SparcPruner
 from hf_sparc.pruner import CONFIG_NAME, MASKS_NAME, RELEVANCE_NAMES
 from hf_sparc.tuner import SparcAdapterConfig
-from reliability.helpers import CLEAN_ERRORS, Saved, logits
+from reliability.helpers import CLEAN_ERRORS, Saved, assert_bit_identical, logits, snapshot
 
 CORRUPTION = settings(
     max_examples=25,
@@ -395,3 +395,21 @@ def test_random_pruner_config_edits(saved: Saved, tmp_path: Path, data: st.DataO
     else:  # accepted only as written (count=None is filled with the default when fraction is None too)
         loaded = config.to_dict()
         assert all(loaded[k] == v for k, v in values.items() if not (k == "count" and v is None))
+
+
+def test_base_after_a_refused_index_file_is_unchanged_and_refuses_to_run(
+    saved: Saved, adapter_copy: Path
+) -> None:
+    """Index files are checked while PEFT loads them, after it has wrapped the target modules: the
+    weights stay bit-identical and the half-attached adapter refuses to run rather than prune
+    anything (documented: discard that model object)."""
+    path = adapter_copy / "adapter_model.safetensors"
+    state = load_file(path)
+    save_file({**state, KEY: torch.arange(state[KEY].numel())}, path)
+    base = saved.fresh_base()
+    before = snapshot(base)
+    with pytest.raises(ValueError, match="digest"):
+        PeftModel.from_pretrained(base, adapter_copy)
+    assert_bit_identical(base, before)
+    with pytest.raises(ValueError, match="do not match the digest"):
+        logits(base)
