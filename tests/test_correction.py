@@ -7,20 +7,21 @@ from conftest import make_model
 
 from hf_sparc.correction import CorrectionSettings, plot, run_correction
 
+# Sizes that keep a whole correction experiment on a tiny model within seconds.
+SMALL = dict(
+    n_candidates=4,
+    n_general=4,
+    n_eval_prompts=4,
+    n_eval_texts=4,
+    max_new_tokens=4,
+    max_length=16,
+    batch_size=4,
+)
+
 
 def test_controls_use_the_same_count_and_level(tokenizer, tmp_path):
     model = make_model("llama")
-    settings = CorrectionSettings(
-        count=5,
-        n_candidates=4,
-        n_general=4,
-        n_eval_prompts=4,
-        n_eval_texts=4,
-        max_new_tokens=4,
-        max_length=16,
-        batch_size=4,
-        random_seeds=2,
-    )
+    settings = CorrectionSettings(count=5, random_seeds=2, **SMALL)
     calls = []
 
     def everything_is_toxic(texts):

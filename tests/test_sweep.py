@@ -7,21 +7,13 @@ import json
 import pytest
 from conftest import make_model, make_tokenizer
 from peft import PeftModel
+from test_correction import SMALL
 from transformers import AutoModelForCausalLM
 
 from hf_sparc.cli import main
 from hf_sparc.correction import CorrectionSettings
 from hf_sparc.sweep import run_sweep
 
-SMALL = dict(
-    n_candidates=4,
-    n_general=4,
-    n_eval_prompts=4,
-    n_eval_texts=4,
-    max_new_tokens=4,
-    max_length=16,
-    batch_size=4,
-)
 SMALL_OPTIONS = ["--candidates", "4", "--n-general", "4", "--eval-prompts", "4", "--eval-texts", "4",
                  "--max-new-tokens", "4", "--max-length", "16", "--batch-size", "4"]  # fmt: skip
 
