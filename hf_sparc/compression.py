@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from hf_sparc.architectures import unwrap_model
 from hf_sparc.attribution import attribute
 from hf_sparc.data import TextsLike
 from hf_sparc.masks import Masks
@@ -129,10 +130,9 @@ def masks_at_sparsity(
 
 
 def _rows_and_width(model: nn.Module | None, name: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    """Output rows and row width of the weight ``name`` (``Conv1D`` stores ``[in, out]``)."""
     if model is None:
         raise ValueError("scope='row' needs model=... (GPT-2 Conv1D weights are stored [in, out]).")
-    from hf_sparc.architectures import unwrap_model
-
     module = unwrap_model(model).get_submodule(name)
     base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
     transposed = type(base).__name__ == "Conv1D"
