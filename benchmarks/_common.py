@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -57,8 +58,14 @@ def timed(fn, repeats: int, warm_up: bool = True) -> dict[str, float]:
 
 
 def run_isolated(script: str, case: str, args: list[str]) -> dict:
-    """Run ``script --case CASE`` in a fresh interpreter (clean peak-RSS) and parse its JSON line."""
+    """Run ``script --case CASE`` in a fresh interpreter (clean peak-RSS) and parse its JSON line.
+
+    glibc's malloc raises its mmap threshold as large blocks are freed, after which freed tensors
+    stay in the heap: peak RSS then measures fragmentation (it doubled some peaks here), not live
+    tensors. A fixed threshold returns every large block to the OS when it is freed.
+    """
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536", **os.environ}
     out = subprocess.run(
-        [sys.executable, script, "--case", case, *args], check=True, capture_output=True, text=True
+        [sys.executable, script, "--case", case, *args], check=True, capture_output=True, text=True, env=env
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
