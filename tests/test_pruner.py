@@ -22,7 +22,7 @@ def test_config_validates_and_round_trips(tmp_path):
         ({"method": "shap"}, "Unknown method"),
         ({"level": "layer"}, "Unknown level"),
         ({"level": "token"}, "not prunable"),
-        ({"method": "wanda", "level": "neuron"}, "cannot score"),
+        ({"method": "wanda", "level": "head"}, "cannot score"),
         ({"count": 10, "fraction": 0.1}, "not both"),
         ({"count": -1}, "positive"),
         ({"fraction": 1.5}, r"\(0, 1\)"),

@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> None:
         absolute=args.absolute,
         seed=args.seed,
     )
-    relevance.save(args.output)
+    relevance.save(args.output, overwrite=args.overwrite)
     print(f"saved {relevance!r} to {args.output}")
 
 

@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> None:
     model, tokenizer = load_model(base_name, args.device, args.dtype)
     peft_model = PeftModel.from_pretrained(model, args.adapter)
     if args.format == "merged":
-        export_merged(peft_model, args.output)
+        export_merged(peft_model, args.output, overwrite=args.overwrite)
         tokenizer.save_pretrained(args.output)
     else:
         export_ia3(peft_model, args.output, overwrite=args.overwrite)

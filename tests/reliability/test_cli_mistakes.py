@@ -157,7 +157,6 @@ def test_python_dash_m_entry_point_reports_one_line(workspace: Path, tmp_path: P
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="CLI does not pass --overwrite on to Relevance.save / export_merged")
 @pytest.mark.parametrize(
     "argv",
     [
