@@ -110,6 +110,9 @@ def layer_of(module_name: str) -> int | None:
 def adapter_masks(peft_model: nn.Module, adapter_name: str | None = None) -> Masks:
     """The :class:`~hf_sparc.Masks` of one SPARC adapter of ``peft_model``.
 
+    An adapter records only the modules it masks, so ``shapes`` (and ``size()``) cover those
+    modules only: a layer in which nothing is pruned is not counted.
+
     Args:
         peft_model: A ``PeftModel`` holding SPARC adapters (as loaded by ``PeftModel.from_pretrained``).
         adapter_name: Which adapter; default: the only active one.
