@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
 
 from hf_sparc.architectures import unwrap_model
 from hf_sparc.assets import Split, split_items
@@ -409,7 +411,13 @@ def discover_circuit(
     counts = sorted({c for f in fractions if 0 < (c := math.floor(f * total)) < total})
     points: dict[int, CurvePoint] = {}
     points[0] = baseline = measure(0)
-    with progress_bar(len(counts) + refine, f"hf_sparc circuit ({method}, {level})", progress) as bar:
+    steps = tqdm(
+        total=len(counts) + refine,
+        desc=f"hf_sparc circuit ({method}, {level})",
+        unit="step",
+        disable=not (progress and hf_logging.is_progress_bar_enabled()),
+    )
+    with steps as bar:
         for count in counts:
             points[count] = measure(count)
             bar.update(1)
