@@ -4,7 +4,7 @@ Compute LRP relevance of weights, neurons and heads on reference texts, contrast
 with general behaviour, and ship the cut as a PEFT-style mask adapter.
 """
 
-from hf_sparc import circuits, compression, insight, metrics
+from hf_sparc import circuits, compression, correction, insight, metrics, sweep
 from hf_sparc.architectures import supported_model_types
 from hf_sparc.attribution import attribute, lrp_rules
 from hf_sparc.behavior import BehaviorSet, behavior_references
@@ -34,6 +34,7 @@ __all__ = [
     "behavior_references",
     "circuits",
     "compression",
+    "correction",
     "export_ia3",
     "export_merged",
     "insight",
@@ -45,4 +46,5 @@ __all__ = [
     "select",
     "select_contrastive",
     "supported_model_types",
+    "sweep",
 ]
