@@ -28,7 +28,11 @@ SMOLLM2_SHAPE = dict(
 def load_model(path: str | None):
     """A local model folder, or a random-init model with SmolLM2-135M's shape."""
     if path:
-        return AutoModelForCausalLM.from_pretrained(path).eval()
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        # Weights are memory-mapped: read them once so that page-ins do not count as growth later.
+        with torch.no_grad():
+            sum(float(p.sum()) for p in model.parameters())
+        return model
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(LlamaConfig(**SMOLLM2_SHAPE)).eval()
 
