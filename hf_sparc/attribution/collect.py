@@ -225,8 +225,10 @@ class Collector:
             elif signal == "activation":
                 score = total / max(n_real_tokens, 1)
             else:  # wanda: |W_ij| · ‖X_j‖₂ with the norm over every real token
-                norms = total.sqrt()
-                weight = parameter(module).detach().cpu().double().abs()
+                norms = (
+                    total.sqrt().float()
+                )  # one value per input feature; the weight-sized product stays fp32
+                weight = parameter(module).detach().cpu().float().abs()
                 conv1d = type(module).__name__ == "Conv1D"
                 score = weight * (norms[:, None] if conv1d else norms)
                 if self.level == "neuron":  # a unit's score: the sum over its row of weights
