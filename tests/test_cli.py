@@ -138,3 +138,22 @@ def test_evaluate_and_correct_with_eval_set_report_perplexity(workspace, tmp_pat
     assert main(["evaluate", *common, "--adapter", str(run), "--texts", texts]) == 0
     after = json.loads(capsys.readouterr().out)
     assert after["perplexity"] == pytest.approx(report["metrics_after"]["perplexity"], rel=1e-6)
+
+
+def test_scaling_options_reach_attribution_and_keep_the_result(workspace, tmp_path):
+    from hf_sparc import Relevance
+
+    common = ["attribute", "--model", str(workspace / "model"), "--texts", str(workspace / "general.jsonl"),
+              "--batch-size", "2"]  # fmt: skip
+    assert main([*common, "--output", str(tmp_path / "plain.safetensors")]) == 0
+    state = tmp_path / "state"
+    scaled_options = ["--gradient-checkpointing", "--checkpoint-dir", str(state), "--checkpoint-every", "1"]
+    assert main([*common, *scaled_options, "--output", str(tmp_path / "scaled.safetensors")]) == 0
+    assert any(state.rglob("*")), "no attribution state was checkpointed"
+    plain = Relevance.load(tmp_path / "plain.safetensors")
+    scaled = Relevance.load(tmp_path / "scaled.safetensors")
+    assert all(torch.equal(plain[name], scaled[name]) for name in plain)
+    out = tmp_path / "behavior"
+    code = main(["correct", "--behavior", "toxicity", "--model", str(workspace / "model"), "--checkpoint-dir",
+                 str(state), "--output", str(out)])  # fmt: skip
+    assert code == 2 and not out.exists()

@@ -11,7 +11,9 @@ from hf_sparc.cli._common import (
     add_attribution_options,
     add_model_options,
     add_output_options,
+    add_scaling_options,
     load_model,
+    scaling_options,
 )
 
 
@@ -34,6 +36,7 @@ def _run(args: argparse.Namespace) -> None:
         max_length=args.max_length,
         absolute=args.absolute,
         seed=args.seed,
+        **scaling_options(args),
     )
     relevance.save(args.output, overwrite=args.overwrite)
     print(f"saved {relevance!r} to {args.output}")
@@ -45,6 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_model_options(parser)
     add_attribution_options(parser)
+    add_scaling_options(parser)
     parser.add_argument("--texts", help="SPEC of reference texts (not needed for magnitude/random)")
     add_output_options(parser, "relevance file (.safetensors)")
     parser.set_defaults(run=_run)

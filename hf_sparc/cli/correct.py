@@ -20,11 +20,13 @@ from hf_sparc.cli._common import (
     add_experiment_options,
     add_model_options,
     add_output_options,
+    add_scaling_options,
     evaluation_perplexity,
     experiment_settings,
     load_model,
     pruning_report,
     save_pruning_run,
+    scaling_options,
     unit_notes,
 )
 
@@ -44,6 +46,7 @@ def _config(args: argparse.Namespace):
         absolute=args.absolute,
         protect_general=args.protect_general or 0.0,
         seed=args.seed,
+        **scaling_options(args),
     )
 
 
@@ -54,6 +57,10 @@ def _perplexity(model, tokenizer, args: argparse.Namespace) -> dict[str, float] 
 
 def _run(args: argparse.Namespace) -> None:
     if args.behavior:
+        if args.checkpoint_dir or args.gradient_checkpointing:
+            raise ValueError(
+                "--checkpoint-dir/--gradient-checkpointing apply to --undesired runs, not --behavior."
+            )
         if args.undesired or args.general or args.eval:
             raise ValueError(
                 "--behavior uses the built-in data; do not combine it with --undesired/--general/--eval."
@@ -116,6 +123,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_attribution_options(parser)
     add_amount_options(parser, None)
     add_experiment_options(parser)
+    add_scaling_options(parser)
     parser.add_argument("--undesired", help="SPEC of texts showing the behaviour to remove")
     parser.add_argument("--general", help="SPEC of general texts whose behaviour must be kept")
     parser.add_argument("--scope", default="global", choices=["global", "layer", "row"], help="ranking scope")
