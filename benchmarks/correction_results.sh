@@ -17,6 +17,6 @@ run correct --behavior repetition --level weight --target-modules up_proj --coun
     --output "$OUT/repetition-weight"
 # Repetition, MLP neurons (138 = 0.3%), all neuron-level controls.
 run correct --behavior repetition --level neuron --output "$OUT/repetition-neuron"
-# Toxicity, up-projection weights, all weight-level controls.
+# Toxicity, up-projection weights; random with 3 seeds (not 5) to fit the shared machine's time.
 run correct --behavior toxicity --level weight --target-modules up_proj --count 7000 \
-    --output "$OUT/toxicity-weight"
+    --controls gradient wanda magnitude random --random-seeds 3 --output "$OUT/toxicity-weight"
