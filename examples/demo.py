@@ -1,6 +1,6 @@
 """The README's main job: toxicity correction of SmolLM2-135M-Instruct, with controls.
 
-Steps: load the embedded real model; let it continue toxic prompts and keep the toxic
+Workflow: load the embedded real model; let it continue toxic prompts and keep the toxic
 continuations as undesired references (its own behaviour, as in the paper); attribute them and
 general text with LRP; cut the most toxicity-specific MLP neurons; measure toxic rate and
 perplexity on held-out data next to equal-size controls (Gradient×Input, Wanda, activation, magnitude,
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import HelpFormatter
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sparc
@@ -30,9 +31,11 @@ QUICK = dict(
 )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="demo.py",
+        description=__doc__,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or local folder")
     parser.add_argument("--behavior", default="toxicity", choices=["toxicity", "repetition"])
@@ -40,7 +43,7 @@ def main() -> None:
     parser.add_argument("--level", default="neuron", choices=["neuron", "head", "weight"])
     parser.add_argument("--output", default="runs/demo", help="folder for adapter, report and plot")
     parser.add_argument("--quick", action="store_true", help="smaller sets and fewer controls")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     path = default_model_path(args.model) if not Path(args.model).is_dir() else Path(args.model)

@@ -9,6 +9,7 @@ RUR < 1.01), so the undesired references are never empty on a random model.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import subprocess
@@ -26,7 +27,7 @@ import hf_sparc  # noqa: F401  (registers the SPARC adapter type with PEFT)
 from hf_sparc.cli import main as cli_main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SCRIPTS = ("detoxify", "reduce_repetition", "finetune_pruned", "publish_adapter")
+SCRIPTS = ("demo", "detoxify", "reduce_repetition", "finetune_pruned", "publish_adapter")
 TINY = ["--max-new-tokens", "4", "--max-length", "24", "--batch-size", "4"]
 CORRECTION = [*TINY, "--candidates", "4", "--general", "3", "--eval-prompts", "3", "--eval-texts", "3"]
 
@@ -182,3 +183,13 @@ def test_publish_adapter_script_pushes_to_a_loopback_hub(tiny, tmp_path):
     assert files["adapter_model.safetensors"] == (out / "adapter_model.safetensors").read_bytes()
     assert done.stdout.count("logits identical to the pruned model: True") == 3
     assert "PeftModel.from_pretrained(base, 'sparc-test/tiny')" in done.stdout
+
+
+def test_demo_runs_the_experiment_and_checks_the_reloaded_adapter(examples, tiny, tmp_path):
+    out = tmp_path / "demo"
+    examples["demo"].main(["--model", str(tiny), "--quick", "--behavior", "repetition", "--count", "4",
+                           "--output", str(out)])  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["reload_identical"] is True and report["pruned"] == 4
+    assert list(report["rows"]) == ["base", "lrp", "random"]
+    assert (out / "plot.png").is_file() and (out / "adapter" / "adapter_config.json").is_file()
