@@ -110,6 +110,7 @@ class SweepResult:
                     self.table(),
                     f"References: {json.dumps(self.references)}",
                     "![](pareto.png)",
+                    *notes,
                 ]
             )
             + "\n"

@@ -105,6 +105,7 @@ def test_sweep_command_saves_the_pick(model_dir, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert [p["count"] for p in report["points"]] == [2, 4]
     assert report["pick"] is not None and (out / "pareto.png").is_file()
+    assert "## What the cut units respond to" in (out / "report.md").read_text()
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     adapter = PeftModel.from_pretrained(base, out / "adapter")
     assert sum(adapter.peft_config["default"].module_counts.values()) == report["pick"]["count"]
