@@ -402,38 +402,3 @@ def builtin_dataset(name: str, split: Split = "reference", seed: int = 0) -> lis
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     return split_items(spec.load(), split, seed)
-
-
-# --------------------------------------------------------------------------------------------
-# ``python -m hf_sparc.assets [MODEL ...]``: prepare the cache (used by scripts/setup.sh)
-# --------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Convert/cache the given models (default: the default model) and check the datasets.
-
-    Prints one line per asset; on a missing package prints the one-line pip hint and returns 1.
-    """
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m hf_sparc.assets", description=main.__doc__)
-    parser.add_argument("models", nargs="*", default=[DEFAULT_MODEL], help=", ".join(available_models()))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        for name in args.models:
-            start = time.perf_counter()
-            path = default_model_path(name)
-            print(f"model {name}: {path} ({time.perf_counter() - start:.1f} s)")
-        for name in builtin_datasets():
-            ref, ev = builtin_dataset(name, "reference"), builtin_dataset(name, "evaluation")
-            print(f"dataset {name}: {len(ref)} reference + {len(ev)} evaluation items")
-    except (AssetNotInstalledError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

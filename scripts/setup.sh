@@ -140,6 +140,6 @@ fi
 # 6. Convert the model(s) to plain HF folders (once; later runs return the cached folder at once).
 if [[ "$PREPARE_MODEL" == 1 ]]; then
     say "preparing model cache and checking datasets"
-    "$PY" -m hf_sparc.assets "${models[@]}" || die "could not prepare the assets (see the error above)"
+    "$PY" -m hf_sparc.cli prepare "${models[@]}" || die "could not prepare the assets (see the error above)"
 fi
 say "ready"

