@@ -180,13 +180,18 @@ def _evaluate_masks(model, tokenizer, masks: Masks, prompts, texts, s, scorer) -
         peft_model.unload()
 
 
+def mean_and_sd(rows: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per metric, the mean and the sample standard deviation (0 for one row) over ``rows``
+    (e.g. the random control's seeds)."""
+    keys = rows[0]
+    mean = {key: statistics.fmean(row[key] for row in rows) for key in keys}
+    sd = {key: statistics.stdev(row[key] for row in rows) if len(rows) > 1 else 0.0 for key in keys}
+    return mean, sd
+
+
 def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
-    merged: dict[str, float] = {}
-    for key in rows[0]:
-        values = [row[key] for row in rows]
-        merged[key] = statistics.fmean(values)
-        merged[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    return merged
+    mean, sd = mean_and_sd(rows)
+    return {**mean, **{f"{key}_sd": value for key, value in sd.items()}}
 
 
 @dataclass

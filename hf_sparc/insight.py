@@ -10,6 +10,9 @@ Stable public API (used by ``hf-sparc inspect`` and by the correction report):
   ``(units, masks=None) -> dict``: the same listing as markdown / JSON-serialisable data.
 * :func:`plot_layers` ``(masks, path, title=None) -> None``: a per-layer bar chart (PNG) of how
   many units are cut in each decoder layer, stacked by module kind.
+* :func:`save_unit_report` ``(model, tokenizer, masks, texts, folder, *, title=None, **options)
+  -> tuple[list[UnitContexts], str]``: ``layers.png`` and ``units.json`` in ``folder``, and the
+  markdown listing (what ``hf-sparc correct``, ``sweep`` and ``inspect`` write).
 * :func:`adapter_masks` ``(peft_model, adapter_name=None) -> Masks``: the masks of a SPARC adapter
   loaded in a ``PeftModel`` (e.g. from ``PeftModel.from_pretrained(base, adapter_dir)``).
 
@@ -29,12 +32,14 @@ listing shows what the pruned units did *before* they were cut.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,6 +57,7 @@ __all__ = [
     "layer_of",
     "plot_layers",
     "render_markdown",
+    "save_unit_report",
     "to_json",
     "unit_contexts",
 ]
@@ -397,3 +403,28 @@ def plot_layers(masks: Masks, path: str | os.PathLike, title: str | None = None)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def save_unit_report(
+    model: nn.Module,
+    tokenizer,
+    masks: Masks,
+    texts: TextsLike,
+    folder: str | os.PathLike,
+    *,
+    title: str | None = None,
+    **options: Any,
+) -> tuple[list[UnitContexts], str]:
+    """Write ``layers.png`` (:func:`plot_layers`) and ``units.json`` (:func:`to_json`) to ``folder``.
+
+    For neuron and head masks the units' top contexts on ``texts`` are read with
+    :func:`unit_contexts` (``options`` go to it); weight masks list counts only. Returns the
+    units and their :func:`render_markdown` listing.
+    """
+    folder = Path(folder)
+    plot_layers(masks, folder / "layers.png", title=title)
+    units = []
+    if masks.level in ("neuron", "head"):
+        units = unit_contexts(model, tokenizer, masks, texts, **options)
+    (folder / "units.json").write_text(json.dumps(to_json(units, masks), indent=2) + "\n")
+    return units, render_markdown(units, masks)

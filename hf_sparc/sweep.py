@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from hf_sparc.behavior import BehaviorSet
-from hf_sparc.correction import HIGHER_IS_BETTER, CorrectionSettings, prepare_experiment
+from hf_sparc.correction import HIGHER_IS_BETTER, CorrectionSettings, mean_and_sd, prepare_experiment
 from hf_sparc.masks import Masks
 
 
@@ -175,10 +174,7 @@ def run_sweep(
             if len(measured) == 1:
                 points.append(SweepPoint(method, count, measured[0]))
             else:
-                keys = measured[0]
-                mean = {k: statistics.fmean(row[k] for row in measured) for k in keys}
-                sd = {k: statistics.stdev(row[k] for row in measured) for k in keys}
-                points.append(SweepPoint(method, count, mean, sd))
+                points.append(SweepPoint(method, count, *mean_and_sd(measured)))
     result = SweepResult(
         settings=experiment.settings,
         metric=metric,

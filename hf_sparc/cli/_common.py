@@ -291,17 +291,16 @@ def unit_notes(
     the reference contexts where each activates most (also as ``units.json``)."""
     from hf_sparc import insight
 
-    insight.plot_layers(masks, folder / "layers.png", title=f"{masks.total()} {masks.level}s cut, per layer")
+    units, listing = insight.save_unit_report(
+        model, tokenizer, masks, references, folder,
+        title=f"{masks.total()} {masks.level}s cut, per layer",
+        top_k=3, batch_size=args.batch_size or 8, max_length=args.max_length or MAX_LENGTH, progress=False,
+    )  # fmt: skip
     notes = ["## Where the cut units sit\n\n![](layers.png)"]
-    if masks.level in ("neuron", "head"):
-        units = insight.unit_contexts(
-            model, tokenizer, masks, references, top_k=3, batch_size=args.batch_size or 8,
-            max_length=args.max_length or MAX_LENGTH, progress=False,
-        )  # fmt: skip
-        (folder / "units.json").write_text(json.dumps(insight.to_json(units, masks), indent=2) + "\n")
+    if units:
         notes.append(
             "## What the cut units respond to\n\nTop activations of each cut unit on the undesired "
             "references (the model's own continuations), the top token in bold after its context.\n\n"
-            + insight.render_markdown(units, masks)
+            + listing
         )
     return notes

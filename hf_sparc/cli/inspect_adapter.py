@@ -42,20 +42,20 @@ def _run(args: argparse.Namespace) -> None:
         model, tokenizer = load_model(base_name, args.device, args.dtype)
         peft_model = PeftModel.from_pretrained(model, args.adapter).eval()
         masks = insight.adapter_masks(peft_model)
-        insight.plot_layers(masks, output.work / "layers.png")
-        units = []
+        texts = []  # weight masks have no per-unit activations: no texts to read
         if masks.level in ("neuron", "head"):
             texts = plain_texts(load_texts(args.texts, seed=args.seed))[: args.n_texts]
-            units = insight.unit_contexts(
-                peft_model,
-                tokenizer,
-                masks,
-                texts,
-                top_k=args.top_k,
-                context_tokens=args.context_tokens,
-                batch_size=args.batch_size,
-                max_length=args.max_length,
-            )
+        units, listing = insight.save_unit_report(
+            peft_model,
+            tokenizer,
+            masks,
+            texts,
+            output.work,
+            top_k=args.top_k,
+            context_tokens=args.context_tokens,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+        )
         heading = f"# hf_sparc inspect: {args.adapter}\n\nBase model `{base_name}`; "
         heading += (
             f"top contexts on `{args.texts}` ({args.n_texts} texts max), "
@@ -63,9 +63,8 @@ def _run(args: argparse.Namespace) -> None:
             if units
             else "weight-level masks have no per-unit activations."
         )
-        text = f"{heading}\n\n![](layers.png)\n\n{insight.render_markdown(units, masks)}"
+        text = f"{heading}\n\n![](layers.png)\n\n{listing}"
         (output.work / "inspect.md").write_text(text)
-        (output.work / "units.json").write_text(json.dumps(insight.to_json(units, masks), indent=2) + "\n")
     print(text)
 
 
