@@ -14,7 +14,8 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ from hf_sparc.attribution import attribute
 from hf_sparc.attribution.methods import METHODS, get_method
 from hf_sparc.behavior import Behavior, BehaviorSet
 from hf_sparc.masks import Masks
+from hf_sparc.metrics._common import progress_bar
 from hf_sparc.selection import select, select_contrastive
 from hf_sparc.tuner.model import apply_masks
 
@@ -206,13 +208,33 @@ class _Experiment:
     general: list
     prompts: list
     texts: list
+    _bar: Any = field(default=None, repr=False)
+
+    @contextmanager
+    def counting(self, total: int) -> Iterator[None]:
+        """A progress bar over the next ``total`` :meth:`measure` calls (each generates on every
+        held-out prompt: minutes on a CPU, with no bar of its own)."""
+        with progress_bar(total, "hf_sparc evaluating selections", True, unit="selection") as bar:
+            self._bar = bar
+            try:
+                yield
+            finally:
+                self._bar = None
 
     def measure(self, masks: Masks | None) -> dict[str, float]:
         """Behaviour metric and perplexity on the held-out sets, unpruned (``None``) or masked."""
         args = (self.prompts, self.texts, self.settings, self.scorer)
         if masks is None:
-            return _evaluate(self.model, self.tokenizer, *args)
-        return _evaluate_masks(self.model, self.tokenizer, masks, *args)
+            row = _evaluate(self.model, self.tokenizer, *args)
+        else:
+            row = _evaluate_masks(self.model, self.tokenizer, masks, *args)
+        if self._bar is not None:
+            self._bar.update(1)
+        return row
+
+    def n_rankings(self, method: str) -> int:
+        """How many selections :meth:`rankings` gives for ``method`` (random: one per seed)."""
+        return self.settings.random_seeds if method == "random" else 1
 
     def rankings(self, method: str) -> list[Callable[[int], Masks]]:
         """``count -> masks`` for ``method``, one per random seed (one for every other method).
@@ -323,13 +345,13 @@ def run_correction(
     """
     experiment = prepare_experiment(model, tokenizer, settings, scorer=scorer)
     s = experiment.settings
-    rows = {"base": experiment.measure(None)}
     (main,) = experiment.rankings(s.method)
     masks = main(s.count)
-    rows[s.method] = experiment.measure(masks)
-    for control in s.controls:
-        measured = [experiment.measure(rank(s.count)) for rank in experiment.rankings(control)]
-        rows[control] = _mean_rows(measured) if control == "random" else measured[0]
+    with experiment.counting(2 + sum(experiment.n_rankings(control) for control in s.controls)):
+        rows = {"base": experiment.measure(None), s.method: experiment.measure(masks)}
+        for control in s.controls:
+            measured = [experiment.measure(rank(s.count)) for rank in experiment.rankings(control)]
+            rows[control] = _mean_rows(measured) if control == "random" else measured[0]
     return CorrectionResult(
         s, rows, masks, experiment.reference_summary(), experiment.metric, experiment.references
     )

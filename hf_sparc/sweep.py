@@ -160,21 +160,23 @@ def run_sweep(
         s = replace(s, controls=())
     experiment = prepare_experiment(model, tokenizer, s, scorer=scorer)
     metric = experiment.metric
-    base = experiment.measure(None)
     grid = sorted({int(c) for c in counts})
+    methods = (s.method, *experiment.settings.controls)
     points: list[SweepPoint] = []
     pick_masks: dict[int, Masks] = {}
-    for method in (s.method, *experiment.settings.controls):
-        rankings = experiment.rankings(method)
-        for count in grid:
-            masks = [rank(count) for rank in rankings]
-            measured = [experiment.measure(m) for m in masks]
-            if method == s.method:
-                pick_masks[count] = masks[0]
-            if len(measured) == 1:
-                points.append(SweepPoint(method, count, measured[0]))
-            else:
-                points.append(SweepPoint(method, count, *mean_and_sd(measured)))
+    with experiment.counting(1 + len(grid) * sum(experiment.n_rankings(method) for method in methods)):
+        base = experiment.measure(None)
+        for method in methods:
+            rankings = experiment.rankings(method)
+            for count in grid:
+                masks = [rank(count) for rank in rankings]
+                measured = [experiment.measure(m) for m in masks]
+                if method == s.method:
+                    pick_masks[count] = masks[0]
+                if len(measured) == 1:
+                    points.append(SweepPoint(method, count, measured[0]))
+                else:
+                    points.append(SweepPoint(method, count, *mean_and_sd(measured)))
     result = SweepResult(
         settings=experiment.settings,
         metric=metric,

@@ -19,7 +19,7 @@ SMALL = dict(
 )
 
 
-def test_controls_use_the_same_count_and_level(tokenizer, tmp_path):
+def test_controls_use_the_same_count_and_level(tokenizer, tmp_path, capsys):
     model = make_model("llama")
     settings = CorrectionSettings(count=5, random_seeds=2, **SMALL)
     calls = []
@@ -41,6 +41,9 @@ def test_controls_use_the_same_count_and_level(tokenizer, tmp_path):
     assert (tmp_path / "plot.png").stat().st_size > 1000
     # references + base + lrp + 4 controls + 2 random seeds, each scored once
     assert len(calls) >= 1 + 1 + 1 + 4 + 2
+    # the evaluations (each a full generation pass) have a bar: base + lrp + 4 controls + 2 seeds
+    err = capsys.readouterr().err
+    assert "hf_sparc evaluating selections: 100%" in err and "| 8/8 [" in err
 
 
 def test_unknown_behavior_or_control_fails_before_any_work(tokenizer):

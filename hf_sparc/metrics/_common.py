@@ -56,10 +56,10 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
+def progress_bar(total: int, desc: str, enabled: bool, unit: str = "text") -> tqdm:
     """A tqdm bar, silenced by ``enabled=False`` or transformers' progress-bar setting."""
     return tqdm(
-        total=total, desc=desc, unit="text", disable=not (enabled and hf_logging.is_progress_bar_enabled())
+        total=total, desc=desc, unit=unit, disable=not (enabled and hf_logging.is_progress_bar_enabled())
     )
 
 
