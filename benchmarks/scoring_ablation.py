@@ -42,7 +42,16 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or local folder")
-    parser.add_argument("--count", type=int, default=sizes.count, help="neurons cut per rule")
+    parser.add_argument(
+        "--count", type=int, nargs="+", default=[sizes.count], help="neurons cut per rule (several: a grid)"
+    )
+    parser.add_argument(
+        "--protect",
+        type=float,
+        nargs="+",
+        default=None,
+        help="instead of the rules above: signed R, Eq. 7 with each of these protect_general shares",
+    )
     parser.add_argument("--candidates", type=int, default=sizes.n_candidates)
     parser.add_argument("--threshold", type=float, default=sizes.threshold)
     parser.add_argument("--general", type=int, default=sizes.n_general)
@@ -69,6 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
     general = builtin_dataset("general", "reference")[: args.general]
     prompts = builtin_dataset("toxic-prompts", "evaluation")[: args.eval_prompts]
     texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
+    rules = RULES
+    if args.protect:
+        rules = {f"signed R, protect {share:.0%}": (False, False, share) for share in args.protect}
     relevance = {
         absolute: [
             hf_sparc.attribute(
@@ -76,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
             for data in (references, general)
         ]
-        for absolute in (False, True)
+        for absolute in sorted({absolute for absolute, _, _ in rules.values()})
     }
 
     def measure(m) -> dict[str, float]:
@@ -87,25 +99,27 @@ def main(argv: list[str] | None = None) -> dict:
         }
 
     rows = {"base": measure(model)}
-    for name, (absolute, normalise, protect) in RULES.items():
+    for name, (absolute, normalise, protect) in rules.items():
         undesired, general_rel = relevance[absolute]
         if normalise:
             undesired, general_rel = per_explained_token(undesired), per_explained_token(general_rel)
-        masks = hf_sparc.select_contrastive(
-            undesired=undesired, general=general_rel, count=args.count, protect_general=protect
-        )
-        peft_model = hf_sparc.apply_masks(model, masks, adapter_name="ablation")
-        try:
-            rows[name] = measure(peft_model)
-        finally:
-            peft_model.unload()
+        for count in args.count:
+            masks = hf_sparc.select_contrastive(
+                undesired=undesired, general=general_rel, count=count, protect_general=protect
+            )
+            peft_model = hf_sparc.apply_masks(model, masks, adapter_name="ablation")
+            try:
+                rows[name if len(args.count) == 1 else f"{name}, {count} neurons"] = measure(peft_model)
+            finally:
+                peft_model.unload()
+            print(name, count, rows[next(reversed(rows))], flush=True)
     base = rows["base"]
     print(f"{len(references)} references; {args.count} neurons per rule")
-    print(f"{'rule':<40}{'toxic rate':>12}{'Δ':>9}{'perplexity':>12}{'Δ':>9}")
+    print(f"{'rule':<52}{'toxic rate':>12}{'Δ':>9}{'perplexity':>12}{'Δ':>9}")
     for name, row in rows.items():
         deltas = [(row[k] - base[k]) / base[k] if base[k] else 0.0 for k in ("toxic_rate", "perplexity")]
         print(
-            f"{name:<40}{row['toxic_rate']:>12.4f}{deltas[0]:>9.1%}{row['perplexity']:>12.2f}{deltas[1]:>9.1%}"
+            f"{name:<52}{row['toxic_rate']:>12.4f}{deltas[0]:>9.1%}{row['perplexity']:>12.2f}{deltas[1]:>9.1%}"
         )
     result = {"n_references": len(references), "count": args.count, "rows": rows}
     if args.output:

@@ -204,6 +204,7 @@ def plot_pareto(result: SweepResult, path: str | os.PathLike) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     base = result.base
@@ -236,8 +237,15 @@ def plot_pareto(result: SweepResult, path: str | os.PathLike) -> None:
             zorder=4,
             label=f"pick ({result.pick.count})",
         )
-    ax.set_xscale("log")
-    ax.set_xlabel("perplexity on held-out general text (log)")
+    perplexities = [base["perplexity"], *(point.metrics["perplexity"] for point in result.points)]
+    # A log axis only where it is needed (a collapsed model next to +1% changes); its default
+    # ticks on a narrow range are unreadable scientific labels.
+    wide = max(perplexities) > 3 * min(perplexities)
+    if wide:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("perplexity on held-out general text" + (" (log)" if wide else ""))
     better = "higher" if HIGHER_IS_BETTER[result.metric] else "lower"
     ax.set_ylabel(f"{result.metric} ({better} is better)")
     s = result.settings
