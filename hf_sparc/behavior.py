@@ -11,8 +11,9 @@ continuation tokens, so it can be passed to them directly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, overload
 
 from torch import nn
@@ -27,6 +28,7 @@ from hf_sparc.metrics import (
 from hf_sparc.metrics._common import progress_bar, prompt_texts
 
 Behavior = Literal["toxicity", "repetition"]
+Focus = Literal["continuation", "words"]
 
 DEFAULT_THRESHOLDS: dict[str, float] = {"toxicity": 0.9, "repetition": 0.5}
 """Paper defaults: toxicity score >= 0.9; response uniqueness ratio < 0.5."""
@@ -48,6 +50,8 @@ class BehaviorSet(Sequence[dict[str, str]]):
         n_candidates: Prompts continued and scored (fewer than given when ``limit`` stopped early).
         scores: Score of every candidate, in order (``nan``: empty continuation, RUR undefined).
         kept: Candidate index of each pair.
+        focus: What a pair's continuation is: the whole generated ``"continuation"``, or one
+            undesired word of it (``"words"``, see :func:`focus_on_words`).
     """
 
     pairs: list[dict[str, str]]
@@ -59,10 +63,16 @@ class BehaviorSet(Sequence[dict[str, str]]):
     n_candidates: int
     scores: list[float] = field(repr=False)
     kept: list[int] = field(repr=False)
+    focus: Focus = "continuation"
 
     @property
     def n_kept(self) -> int:
         return len(self.pairs)
+
+    @property
+    def n_continuations(self) -> int:
+        """Candidates whose continuation contributed at least one pair."""
+        return len(set(self.kept))
 
     @overload
     def __getitem__(self, index: int) -> dict[str, str]: ...
@@ -79,7 +89,7 @@ class BehaviorSet(Sequence[dict[str, str]]):
         info = asdict(self)
         for key in ("pairs", "scores", "kept"):
             del info[key]
-        return {**info, "n_kept": self.n_kept}
+        return {**info, "n_kept": self.n_kept, "n_continuations": self.n_continuations}
 
 
 def _scoring(behavior: str, scorer: ScorerLike) -> tuple[str, Callable[[list[dict[str, Any]]], list[float]]]:
@@ -178,3 +188,62 @@ def behavior_references(
         scores=scores,
         kept=kept,
     )
+
+
+def _words(text: str) -> list[tuple[int, int]]:
+    """Spans of the words of ``text``, each with its leading white space (where BPE starts a token)."""
+    return [match.span() for match in re.finditer(r"\s*\S+", text)]
+
+
+def _repeated_words(words: list[str]) -> list[bool]:
+    """Per word: does it repeat an earlier word of the same text (case and punctuation ignored)?"""
+    seen: set[str] = set()
+    flags = []
+    for word in words:
+        key = re.sub(r"\W+", "", word).lower()
+        flags.append(bool(key) and key in seen)
+        seen.add(key)
+    return flags
+
+
+def focus_on_words(references: BehaviorSet, *, scorer: ScorerLike = None) -> BehaviorSet:
+    """The same references with only their undesired words explained: one pair per such word.
+
+    A continuation's words are its white-space separated runs, each with its leading space. A
+    word is undesired when it shows the behaviour by itself: for toxicity, its own toxicity score
+    (``scorer``, default ``alt-profanity-check``) is at least ``references.threshold``; for
+    repetition, it repeats an earlier word of the same continuation (case and punctuation
+    ignored). Each becomes ``{"prompt": prompt + the continuation before the word,
+    "continuation": word}``, so attribution explains the predictions of the undesired tokens
+    alone, in the context where the model produced them, rather than every token of the
+    continuation (most of which are ordinary). Continuations without such a word drop out
+    (``n_continuations`` counts those that stay).
+
+    Raises:
+        ValueError: ``references`` are focused already, or ``scorer`` is given for repetition.
+    """
+    if references.focus != "continuation":
+        raise ValueError(f"The references are focused on {references.focus!r} already.")
+    if references.behavior == "toxicity":
+        score = toxicity_scorer(scorer)
+
+        def undesired(words: list[str]) -> list[bool]:
+            return [value >= references.threshold for value in score([word.strip() for word in words])]
+
+    elif scorer is not None:
+        raise ValueError("scorer= applies to behavior='toxicity' only; repeated words need no scorer.")
+    else:
+        undesired = _repeated_words
+    pairs: list[dict[str, str]] = []
+    kept: list[int] = []
+    for pair, candidate in zip(references.pairs, references.kept, strict=True):
+        continuation = pair["continuation"]
+        spans = _words(continuation)
+        flags = undesired([continuation[start:end] for start, end in spans]) if spans else []
+        for (start, end), flagged in zip(spans, flags, strict=True):
+            if flagged:
+                pairs.append(
+                    {"prompt": pair["prompt"] + continuation[:start], "continuation": continuation[start:end]}
+                )
+                kept.append(candidate)
+    return replace(references, pairs=pairs, kept=kept, focus="words")

@@ -26,7 +26,7 @@ from torch import nn
 from hf_sparc.assets import builtin_dataset
 from hf_sparc.attribution import attribute
 from hf_sparc.attribution.methods import METHODS, get_method
-from hf_sparc.behavior import Behavior, BehaviorSet
+from hf_sparc.behavior import Behavior, BehaviorSet, Focus
 from hf_sparc.masks import Masks
 from hf_sparc.metrics._common import progress_bar
 from hf_sparc.selection import select, select_contrastive
@@ -39,6 +39,10 @@ _BEHAVIORS = {
 }
 HIGHER_IS_BETTER = {"toxic_rate": False, "mean_toxicity": False, "mean_rur": True, "perplexity": False}
 """Direction of each metric reported: RUR (unique share of generated tokens) rises as repetition falls."""
+DEFAULT_FOCUS: dict[str, Focus] = {"toxicity": "words", "repetition": "continuation"}
+"""What the undesired references explain by default, as measured on SmolLM2 (docs/RESULTS.md):
+toxic words alone cut more toxicity than whole continuations at the same count; for repetition,
+repeated words alone did no better than whole continuations."""
 CONTROLS = ("gradient", "wanda", "activation", "magnitude", "random")
 """Every control the experiment knows; each run uses those that can score its level."""
 DATA_CONTROLS = ("gradient", "activation", "wanda")
@@ -69,6 +73,10 @@ class CorrectionSettings:
     # 0.5 for both behaviours: the paper's RUR threshold, and for toxicity a cut that the bimodal
     # alt-profanity-check scores pass far more often than the paper's Perspective 0.9.
     threshold: float | None = 0.5
+    # "words": explain only the undesired words of each reference continuation
+    # (behavior.focus_on_words); "continuation": every continuation token, as in the paper.
+    # None: DEFAULT_FOCUS of the behaviour.
+    focus: Focus | None = None
     n_candidates: int = 128
     n_general: int = 32
     n_eval_prompts: int = 64
@@ -258,7 +266,11 @@ class _Experiment:
             max_length=s.max_length,
             batch_size=max(1, s.batch_size // 2),
         )
-        undesired = attribute(model, list(self.references), **common)
+        # A reference is a prompt plus up to max_new_tokens generated tokens: the explained
+        # tokens come last, so truncating at the general texts' max_length would cut them off.
+        undesired = attribute(
+            model, list(self.references), **{**common, "max_length": s.max_length + s.max_new_tokens}
+        )
         general = attribute(model, self.general, **common)
 
         def contrastive(count: int) -> Masks:
@@ -295,11 +307,15 @@ def prepare_experiment(
     Shared by :func:`run_correction` and :func:`hf_sparc.sweep.run_sweep`: raises before any
     generation when a behaviour or control is unknown or cannot score the level.
     """
-    from hf_sparc.behavior import behavior_references
+    from hf_sparc.behavior import behavior_references, focus_on_words
 
     s = settings or CorrectionSettings()
     if s.behavior not in _BEHAVIORS:
         raise ValueError(f"Unknown behavior {s.behavior!r}; expected one of {list(_BEHAVIORS)}.")
+    if s.focus is None:
+        s = replace(s, focus=DEFAULT_FOCUS[s.behavior])
+    if s.focus not in ("continuation", "words"):
+        raise ValueError(f"Unknown focus {s.focus!r}; expected 'continuation' or 'words'.")
     get_method(s.method, s.level)
     if s.controls is None:
         s = replace(s, controls=default_controls(s.level))
@@ -322,6 +338,14 @@ def prepare_experiment(
             f"None of {len(candidates)} candidate prompts made the model show {s.behavior} above the "
             "threshold; lower the threshold or use more candidates."
         )
+    if s.focus == "words":
+        n_continuations = len(references)
+        references = focus_on_words(references, **({"scorer": scorer} if s.behavior == "toxicity" else {}))
+        if len(references) == 0:
+            raise ValueError(
+                f"None of the {n_continuations} reference continuations has a word that shows {s.behavior} "
+                "by itself (focus='words'); use focus='continuation' to explain whole continuations."
+            )
     return _Experiment(
         model=model,
         tokenizer=tokenizer,

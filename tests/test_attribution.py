@@ -49,6 +49,25 @@ def test_conservation_fails_for_plain_gradient(tokenizer):
     assert _relative_error(totals, torch.tensor(rel.info.outputs, dtype=torch.double)) > 1e-2
 
 
+def test_centered_next_token_objective_explains_logit_minus_mean_logit(tokenizer):
+    model = make_model("llama")
+    rel = hf_sparc.attribute(
+        model, TEXTS, tokenizer=tokenizer, method="cp-lrp", level="token", objective="next_token_centered"
+    )
+    expected = []
+    for text in TEXTS:
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1].double()
+        expected.append(float((logits.gather(1, ids[0, 1:, None])[:, 0] - logits.mean(-1)).sum()))
+    expected = torch.tensor(expected, dtype=torch.double)
+    assert _relative_error(torch.tensor(rel.info.outputs, dtype=torch.double), expected) < 1e-5
+    totals = torch.stack([t.sum() for t in rel.per_text()]).double()
+    assert _relative_error(totals, expected) < 1e-4
+    plain = _target_logit_sums(model, tokenizer, TEXTS).double()
+    assert _relative_error(expected, plain) > 1e-2  # the centring changes what is explained
+
+
 def test_last_token_max_objective_is_conserved(tokenizer):
     model = make_model("llama")
     rel = hf_sparc.attribute(

@@ -7,7 +7,7 @@ import math
 import pytest
 from conftest import TEXTS, make_model
 
-from hf_sparc.behavior import BehaviorSet, behavior_references
+from hf_sparc.behavior import BehaviorSet, behavior_references, focus_on_words
 from hf_sparc.data import tokenize
 from hf_sparc.metrics import generate_continuations, response_uniqueness_ratio
 
@@ -51,6 +51,8 @@ def test_toxicity_keeps_exactly_the_pairs_at_or_over_the_threshold(llama, tokeni
         "limit": None,
         "n_candidates": len(TEXTS),
         "n_kept": len(expected),
+        "n_continuations": len(expected),
+        "focus": "continuation",
     }
 
 
@@ -133,3 +135,65 @@ def test_bad_arguments(llama, tokenizer):
         behavior_references(llama, tokenizer, TEXTS, limit=0)
     with pytest.raises(ValueError, match="No prompts"):
         behavior_references(llama, tokenizer, [], scorer=lambda texts: [])
+
+
+def _hand_made(behavior: str, continuations: list[str], threshold: float = 0.5) -> BehaviorSet:
+    pairs = [{"prompt": f"Prompt {i}:", "continuation": text} for i, text in enumerate(continuations)]
+    return BehaviorSet(
+        pairs=pairs,
+        behavior=behavior,
+        threshold=threshold,
+        scorer="hand",
+        max_new_tokens=8,
+        limit=None,
+        n_candidates=len(pairs) + 3,
+        scores=[1.0] * (len(pairs) + 3),
+        kept=[2 * i + 1 for i in range(len(pairs))],
+    )
+
+
+def test_focus_on_words_makes_one_pair_per_toxic_word_in_its_context():
+    references = _hand_made("toxicity", [" you are a damn fool.", " nothing bad here", " damn"])
+    scored: list[list[str]] = []
+
+    def bad_words(texts):
+        scored.append(list(texts))
+        return [0.9 if word.rstrip(".") in ("damn", "fool") else 0.1 for word in texts]
+
+    focused = focus_on_words(references, scorer=bad_words)
+    assert list(focused) == [
+        {"prompt": "Prompt 0: you are a", "continuation": " damn"},
+        {"prompt": "Prompt 0: you are a damn", "continuation": " fool."},
+        {"prompt": "Prompt 2:", "continuation": " damn"},
+    ]
+    assert scored[0] == ["you", "are", "a", "damn", "fool."]  # each word scored alone, no space
+    assert focused.kept == [1, 1, 5] and focused.n_continuations == 2 and focused.focus == "words"
+    assert focused.summary()["n_kept"] == 3 and focused.scores == references.scores
+    # prompt + continuation is still a prefix of the text the model produced
+    by_candidate = dict(zip(references.kept, references, strict=True))
+    for candidate, pair in zip(focused.kept, focused, strict=True):
+        original = by_candidate[candidate]
+        assert (original["prompt"] + original["continuation"]).startswith(
+            pair["prompt"] + pair["continuation"]
+        )
+
+
+def test_focus_on_words_explains_only_the_words_tokens(tokenizer):
+    references = _hand_made("toxicity", [" the cat is bad bad."])
+    focused = focus_on_words(references, scorer=lambda words: [float(w.startswith("bad")) for w in words])
+    samples = tokenize(focused, tokenizer, max_length=64)
+    assert [s.n_explained for s in samples] == [
+        len(tokenizer(pair["continuation"], add_special_tokens=False)["input_ids"]) for pair in focused
+    ]
+    assert sum(s.n_explained for s in samples) < tokenize(references, tokenizer, max_length=64)[0].n_explained
+
+
+def test_focus_on_words_for_repetition_flags_repeats_only():
+    references = _hand_made("repetition", [" Yes yes, no. Yes!", " all different words"])
+    focused = focus_on_words(references)
+    assert [pair["continuation"] for pair in focused] == [" yes,", " Yes!"]
+    assert focused[1]["prompt"] == "Prompt 0: Yes yes, no."
+    with pytest.raises(ValueError, match="'toxicity' only"):
+        focus_on_words(references, scorer=lambda words: [1.0] * len(words))
+    with pytest.raises(ValueError, match="already"):
+        focus_on_words(focused)

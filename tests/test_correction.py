@@ -52,3 +52,32 @@ def test_unknown_behavior_or_control_fails_before_any_work(tokenizer):
         run_correction(model, tokenizer, CorrectionSettings(behavior="rudeness"))
     with pytest.raises(ValueError, match="cannot score"):
         run_correction(model, tokenizer, CorrectionSettings(level="head", controls=("magnitude",)))
+
+
+def test_focus_decides_what_the_references_explain(tokenizer):
+    model = make_model("llama")
+    runs = {
+        focus: run_correction(
+            model,
+            tokenizer,
+            CorrectionSettings(count=3, controls=(), focus=focus, **SMALL),
+            scorer=lambda texts: [1.0] * len(texts),  # every continuation and every word is toxic
+        )
+        for focus in ("continuation", "words")
+    }
+    whole, words = (list(runs[focus].reference_pairs) for focus in ("continuation", "words"))
+    for focus, result in runs.items():
+        assert result.references["focus"] == focus
+        assert result.references["n_kept"] == len(result.reference_pairs)
+        assert result.references["n_continuations"] == len(whole)
+    # one pair per word of every continuation, the word alone explained after the words before it
+    assert len(words) == sum(len(pair["continuation"].split()) for pair in whole)
+    assert all(len(pair["continuation"].split()) == 1 for pair in words)
+    assert {pair["prompt"] + pair["continuation"] for pair in words} >= {
+        pair["prompt"] + pair["continuation"] for pair in whole
+    }
+
+
+def test_unknown_focus_fails_before_any_work(tokenizer):
+    with pytest.raises(ValueError, match="Unknown focus"):
+        run_correction(make_model("llama"), tokenizer, CorrectionSettings(focus="tokens"))

@@ -24,7 +24,9 @@ from hf_sparc.attribution.rules import InstancePatches, lrp_rules
 from hf_sparc.data import Batch, Sample, TextsLike, batches, tokenize
 from hf_sparc.relevance import Relevance, RelevanceInfo
 
-OBJECTIVES = ("next_token", "last_token_max")
+OBJECTIVES = ("next_token", "next_token_centered", "last_token_max")
+# Objectives that explain the following token at every explained position (teacher forcing).
+_PER_TOKEN = ("next_token", "next_token_centered")
 Level = Literal["weight", "neuron", "head", "token"]
 
 
@@ -81,13 +83,19 @@ def _embedding_modules(model: nn.Module, spec: ArchitectureSpec) -> list[nn.Modu
 def _explained_output(objective: str, model: nn.Module, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Per-text explained output ``[batch]`` computed without full-vocabulary logits where possible."""
     head = model.get_output_embeddings()
-    if objective == "next_token":
+    if objective in _PER_TOKEN:
         rows = batch.explained.nonzero(as_tuple=True)
         weight, bias = parameter(head, "weight"), parameter(head, "bias")
         ids = batch.targets[rows].to(weight.device)
-        logits = (hidden[rows].float() * weight[ids].to(hidden.device).float()).sum(-1)
+        vectors = weight[ids].float()
+        if objective == "next_token_centered":
+            # logit minus the mean logit over the vocabulary: what raises this token against the
+            # others, not what raises every logit at once (softmax ignores a common shift)
+            vectors = vectors - weight.float().mean(0)
+        logits = (hidden[rows].float() * vectors.to(hidden.device)).sum(-1)
         if bias is not None:
-            logits = logits + bias[ids].to(hidden.device).float()
+            shift = bias.float().mean() if objective == "next_token_centered" else 0.0
+            logits = logits + (bias[ids].float() - shift).to(hidden.device)
         return torch.zeros(hidden.shape[0], device=hidden.device).index_add(0, rows[0], logits)
     last = batch.attention_mask.sum(1) - 1
     logits = head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last]).float()
@@ -154,8 +162,10 @@ def attribute(
         batch_size: Texts per forward/backward pass. Results do not depend on it.
         max_length: Texts are truncated to this many tokens (with a warning).
         objective: ``"next_token"``: the logits of the actually-following tokens (teacher forcing),
-            continuation tokens only for prompt/continuation pairs. ``"last_token_max"``: the top
-            logit at the last position.
+            continuation tokens only for prompt/continuation pairs. ``"next_token_centered"``: the
+            same positions, each token's logit minus the mean logit over the vocabulary (what
+            raises that token against the others; softmax ignores a shift of all logits).
+            ``"last_token_max"``: the top logit at the last position.
         absolute: Sum ``|R|`` over token positions instead of signed ``R`` (the authors' earlier
             pruning work used ``|R|``). Signed (default) is the paper's Eq. 1 as written.
         text_column: Column holding plain text in dicts / datasets.
@@ -213,7 +223,7 @@ def attribute(
         tokenizer,
         max_length=max_length,
         text_column=text_column,
-        require_explained=attribution.needs_gradient and objective == "next_token",
+        require_explained=attribution.needs_gradient and objective in _PER_TOKEN,
     )
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
     shard = current_shard(distributed)
@@ -310,7 +320,7 @@ def _result(
         outputs.update(part_outputs)
         tokens.update(part_tokens)
     ordered_outputs = [value for index in sorted(outputs) for value in outputs[index]]
-    n_tokens = sum(s.n_explained for s in samples) if objective == "next_token" else len(samples)
+    n_tokens = sum(s.n_explained for s in samples) if objective in _PER_TOKEN else len(samples)
     if collector.level == "token":
         scores = torch.cat([t.abs() if absolute else t for index in sorted(tokens) for t in tokens[index]])
         name = next(n for n, m in base.named_modules() if m is base.get_input_embeddings())

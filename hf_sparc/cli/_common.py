@@ -239,6 +239,13 @@ def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False)
     group.add_argument(
         "--threshold", type=float, default=S.threshold, help="score that makes a continuation a reference"
     )
+    group.add_argument(
+        "--focus",
+        default=None,
+        choices=["words", "continuation"],
+        help="explain only the undesired words of each reference continuation, or all of its tokens "
+        "(the paper's); default: words for toxicity, continuation for repetition (measured best)",
+    )
     group.add_argument("--candidates", type=int, default=S.n_candidates, help="candidate prompts to continue")
     group.add_argument("--n-general", type=int, default=S.n_general, help="general reference texts")
     group.add_argument("--eval-prompts", type=int, default=S.n_eval_prompts, help="held-out prompts")
@@ -271,6 +278,7 @@ def experiment_settings(args: argparse.Namespace):
         absolute=args.absolute,
         protect_general=defaults.protect_general if args.protect_general is None else args.protect_general,
         threshold=args.threshold,
+        focus=args.focus,
         n_candidates=args.candidates,
         n_general=args.n_general,
         n_eval_prompts=args.eval_prompts,
