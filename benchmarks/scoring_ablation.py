@@ -5,6 +5,9 @@ so every row cuts the same number of neurons on the same references and is measu
 same held-out prompts and texts.
 
     python benchmarks/scoring_ablation.py                  # SmolLM2, the demo's sizes
+    python benchmarks/scoring_ablation.py --candidates 497 --general 128 --eval-prompts 192 \
+        --focus words --protect 0.5 --count 138 276 552    # toxic words only (the new default)
+    python benchmarks/scoring_ablation.py ... --objective next_token_centered   # logit - mean logit
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sparc
 from hf_sparc.assets import builtin_dataset, default_model_path
+from hf_sparc.attribution import OBJECTIVES
+from hf_sparc.behavior import focus_on_words
 from hf_sparc.correction import CorrectionSettings
 from hf_sparc.metrics import perplexity, toxicity
 
@@ -52,6 +57,13 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="instead of the rules above: signed R, Eq. 7 with each of these protect_general shares",
     )
+    parser.add_argument(
+        "--focus",
+        default="continuation",
+        choices=["continuation", "words"],
+        help="explain every continuation token, or only the toxic words (hf_sparc.behavior.focus_on_words)",
+    )
+    parser.add_argument("--objective", default="next_token", choices=OBJECTIVES, help="what is explained")
     parser.add_argument("--candidates", type=int, default=sizes.n_candidates)
     parser.add_argument("--threshold", type=float, default=sizes.threshold)
     parser.add_argument("--general", type=int, default=sizes.n_general)
@@ -65,28 +77,35 @@ def main(argv: list[str] | None = None) -> dict:
     path = Path(args.model) if Path(args.model).is_dir() else default_model_path(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    references = list(
-        hf_sparc.behavior_references(
-            model,
-            tokenizer,
-            builtin_dataset("toxic-prompts", "reference")[: args.candidates],
-            threshold=args.threshold,
-            max_new_tokens=args.max_new_tokens,
-            progress=False,
-        )
+    references = hf_sparc.behavior_references(
+        model,
+        tokenizer,
+        builtin_dataset("toxic-prompts", "reference")[: args.candidates],
+        threshold=args.threshold,
+        max_new_tokens=args.max_new_tokens,
+        progress=False,
     )
+    if args.focus == "words":
+        references = focus_on_words(references)
     general = builtin_dataset("general", "reference")[: args.general]
     prompts = builtin_dataset("toxic-prompts", "evaluation")[: args.eval_prompts]
     texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
     rules = RULES
     if args.protect:
         rules = {f"signed R, protect {share:.0%}": (False, False, share) for share in args.protect}
+    # references are prompt + up to max_new_tokens generated tokens: never truncated at max_length
+    lengths = (args.max_length + args.max_new_tokens, args.max_length)
     relevance = {
         absolute: [
             hf_sparc.attribute(
-                model, data, tokenizer=tokenizer, absolute=absolute, max_length=args.max_length
+                model,
+                list(data),
+                tokenizer=tokenizer,
+                absolute=absolute,
+                max_length=length,
+                objective=args.objective,
             )
-            for data in (references, general)
+            for data, length in zip((references, general), lengths, strict=True)
         ]
         for absolute in sorted({absolute for absolute, _, _ in rules.values()})
     }
@@ -114,14 +133,19 @@ def main(argv: list[str] | None = None) -> dict:
                 peft_model.unload()
             print(name, count, rows[next(reversed(rows))], flush=True)
     base = rows["base"]
-    print(f"{len(references)} references; {args.count} neurons per rule")
+    print(f"{len(references)} references ({args.focus}, {args.objective}); {args.count} neurons per rule")
     print(f"{'rule':<52}{'toxic rate':>12}{'Δ':>9}{'perplexity':>12}{'Δ':>9}")
     for name, row in rows.items():
         deltas = [(row[k] - base[k]) / base[k] if base[k] else 0.0 for k in ("toxic_rate", "perplexity")]
         print(
             f"{name:<52}{row['toxic_rate']:>12.4f}{deltas[0]:>9.1%}{row['perplexity']:>12.2f}{deltas[1]:>9.1%}"
         )
-    result = {"n_references": len(references), "count": args.count, "rows": rows}
+    result = {
+        "references": references.summary(),
+        "objective": args.objective,
+        "count": args.count,
+        "rows": rows,
+    }
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     return result
