@@ -123,6 +123,7 @@ def add_correction_arguments(
     output: str,
     fraction: float | None = None,
     level: str = "neuron",
+    focus: str,
 ) -> None:
     """Options of a correction run; sizes default to ``hf_sparc.correction.CorrectionSettings``'s
     (sized for a 2-core CPU and SmolLM2-135M, as in ``examples/demo.py``)."""
@@ -138,6 +139,13 @@ def add_correction_arguments(
         "--candidates", type=int, default=sizes.n_candidates, help="candidate prompts continued"
     )
     parser.add_argument("--threshold", type=float, default=threshold, help=threshold_help)
+    parser.add_argument(
+        "--focus",
+        default=focus,
+        choices=["words", "continuation"],
+        help="explain only the undesired words of each continuation (hf_sparc.focus_on_words) "
+        "or all of its tokens",
+    )
     parser.add_argument(
         "--general", type=int, default=sizes.n_general, help="general reference texts attributed"
     )
@@ -212,6 +220,11 @@ def run_correction(
             f"No continuation passed --threshold {args.threshold}: nothing to attribute. Try more "
             "--candidates or a looser --threshold."
         )
+    if args.focus == "words":
+        references = hf_sparc.focus_on_words(references)
+        print(f"explaining {references.n_kept} undesired words of {references.n_continuations} continuations")
+        if not references:
+            raise SystemExit("No continuation has an undesired word by itself; use --focus continuation.")
     general = builtin_dataset("general", "reference")[: args.general]
 
     # 2. LRP relevance of every component on both reference sets (only continuation tokens of the
@@ -225,7 +238,10 @@ def run_correction(
         batch_size=max(1, args.batch_size // 2),  # a backward pass needs more memory
         absolute=args.absolute,
     )
-    rel_undesired = hf_sparc.attribute(model, references, **settings)
+    # a reference is a prompt plus up to --max-new-tokens generated tokens, explained at its end
+    rel_undesired = hf_sparc.attribute(
+        model, references, **{**settings, "max_length": args.max_length + args.max_new_tokens}
+    )
     rel_general = hf_sparc.attribute(model, general, **settings)
     fraction = getattr(args, "fraction", None) if args.count is None else None
     masks = hf_sparc.select_contrastive(
@@ -250,8 +266,9 @@ def run_correction(
         overwrite=args.overwrite,
         metrics={f"{key} (after)": value for key, value in after.items()},
         reference_data=(
-            f"{references.n_kept} own {behavior.name} continuations of built-in {behavior.prompts} "
-            f"prompts (threshold {references.threshold}) vs {len(general)} built-in general texts"
+            f"{references.n_continuations} own {behavior.name} continuations of built-in {behavior.prompts} "
+            f"prompts (threshold {references.threshold}, explained: {references.focus}) vs {len(general)} "
+            "built-in general texts"
         ),
     )
     print(

@@ -9,7 +9,8 @@ Workflow:
    ``hf_sparc.behavior_references(model, tok, prompts, behavior="toxicity", threshold=...)``.
 3. General references: --general built-in BoolQ passages (reference split).
 4. LRP relevance of every MLP neuron on both sets: ``hf_sparc.attribute(..., method="lrp",
-   level="neuron")``; only the continuation tokens of the toxic pairs are explained.
+   level="neuron")``; of the toxic pairs only the toxic words are explained
+   (``hf_sparc.behavior.focus_on_words``; ``--focus continuation``: every continuation token).
 5. Cut the --count neurons most specific to toxicity (``hf_sparc.select_contrastive``, paper
    Eq. 7) as a mask adapter: ``hf_sparc.apply_masks``.
 6. Measure toxic rate / mean toxicity of continuations of held-out toxic prompts and perplexity
@@ -32,7 +33,7 @@ from typing import Any
 from _common import Behavior, add_correction_arguments, make_parser, run_correction
 
 import hf_sparc
-from hf_sparc.correction import CorrectionSettings
+from hf_sparc.correction import DEFAULT_FOCUS, CorrectionSettings
 
 
 def measure_toxicity(model, tokenizer, prompts, **generation) -> dict[str, float]:
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         threshold=sizes.threshold,
         threshold_help="a continuation with toxicity score >= this is undesired",
         output="runs/detoxify-adapter",
+        focus=DEFAULT_FOCUS["toxicity"],
     )
     args = parser.parse_args(argv)
     return run_correction(parser, args, TOXICITY)

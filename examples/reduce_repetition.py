@@ -29,6 +29,7 @@ from _common import Behavior, add_correction_arguments, make_parser, run_correct
 
 import hf_sparc
 from hf_sparc.architectures import get_architecture, layer_part_names
+from hf_sparc.correction import DEFAULT_FOCUS
 
 PAPER_FRACTION = 0.0003  # ~0.03% of the fc1 weights (paper, OPT)
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         threshold=0.5,  # the paper's
         threshold_help="a continuation with response uniqueness ratio < this is undesired",
         output="runs/repetition-adapter",
+        focus=DEFAULT_FOCUS["repetition"],
     )
     parser.set_defaults(candidates=36, eval_prompts=36)  # the built-in set has 36 prompts per split
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ with general behaviour, and ship the cut as a PEFT-style mask adapter.
 from hf_sparc import circuits, compression, correction, insight, metrics, sweep
 from hf_sparc.architectures import supported_model_types
 from hf_sparc.attribution import attribute, lrp_rules
-from hf_sparc.behavior import BehaviorSet, behavior_references
+from hf_sparc.behavior import BehaviorSet, behavior_references, focus_on_words
 from hf_sparc.export import export_ia3, export_merged, save_adapter
 from hf_sparc.hub import model_card, push_to_hub
 from hf_sparc.masks import Masks, MaskSummary
@@ -37,6 +37,7 @@ __all__ = [
     "correction",
     "export_ia3",
     "export_merged",
+    "focus_on_words",
     "insight",
     "lrp_rules",
     "metrics",

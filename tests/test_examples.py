@@ -88,6 +88,9 @@ def test_detoxify(examples, tiny, tmp_path, capsys):
     argv = ["--model", str(tiny), "--count", "5", "--threshold", "0.0", *CORRECTION, "--output", str(out)]
     result = examples["detoxify"].main(argv)
     assert result["references"]["n_kept"] >= 1 and result["pruned"] == 5
+    # threshold 0: every word is toxic, so each continuation gives at least one explained word
+    references = result["references"]
+    assert references["focus"] == "words" and references["n_kept"] >= references["n_continuations"] >= 1
     for row in (result["before"], result["after"]):
         assert_finite(row)
         assert set(row) == {"toxic_rate", "mean_toxicity", "perplexity"}
