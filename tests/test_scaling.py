@@ -47,6 +47,9 @@ WORKER = textwrap.dedent(
                                      batch_size=3, progress=False)
             if dist.get_rank() == 0:
                 rel.save(f"{{out}}/{{method}}-{{level}}.safetensors")
+        # leave together: a rank exiting while the other still holds gloo connections can abort
+        dist.barrier()
+        dist.destroy_process_group()
     """
 )
 DISTRIBUTED_CASES = [
