@@ -70,16 +70,26 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         identical = torch.equal(corrected(**probe).logits, reloaded(**probe).logits)
 
+    s = result.settings
+    insight_notes = hf_sparc.insight.correction_notes(
+        corrected, tokenizer, result.masks, list(result.reference_pairs), out,
+        batch_size=s.batch_size, max_length=s.max_length + s.max_new_tokens,
+    )  # fmt: skip
     result.save(
         out,
         f"{args.behavior} correction of {path.name}",
-        notes=[f"Reloaded adapter reproduces the corrected logits exactly: {identical}", "![](plot.png)"],
+        notes=[
+            f"Reloaded adapter reproduces the corrected logits exactly: {identical}",
+            "![](plot.png)",
+            *insight_notes,
+        ],
         extra={"minutes": minutes, "reload_identical": identical, "model": str(path)},
     )
     print(result.table())
     print(f"\nreferences: {result.references}")
     print(f"adapter reloaded with AutoModelForCausalLM.from_pretrained: identical logits = {identical}")
-    print(f"done in {minutes:.1f} min; report: {out / 'report.md'}, plot: {out / 'plot.png'}")
+    print(f"done in {minutes:.1f} min; report: {out / 'report.md'} (with what each cut unit responds to), "
+          f"plots: {out / 'plot.png'}, {out / 'layers.png'}")  # fmt: skip
     if not identical:
         raise SystemExit("the reloaded adapter does not reproduce the corrected model")
 

@@ -12,7 +12,8 @@ Stable public API (used by ``hf-sparc inspect`` and by the correction report):
   many units are cut in each decoder layer, stacked by module kind.
 * :func:`save_unit_report` ``(model, tokenizer, masks, texts, folder, *, title=None, **options)
   -> tuple[list[UnitContexts], str]``: ``layers.png`` and ``units.json`` in ``folder``, and the
-  markdown listing (what ``hf-sparc correct``, ``sweep`` and ``inspect`` write).
+  markdown listing (what ``hf-sparc inspect`` writes); :func:`correction_notes` wraps it into the
+  report paragraphs of ``hf-sparc correct``/``sweep`` and ``examples/demo.py``.
 * :func:`adapter_masks` ``(peft_model, adapter_name=None) -> Masks``: the masks of a SPARC adapter
   loaded in a ``PeftModel`` (e.g. from ``PeftModel.from_pretrained(base, adapter_dir)``).
 
@@ -54,6 +55,7 @@ __all__ = [
     "Context",
     "UnitContexts",
     "adapter_masks",
+    "correction_notes",
     "layer_of",
     "plot_layers",
     "render_markdown",
@@ -428,3 +430,31 @@ def save_unit_report(
         units = unit_contexts(model, tokenizer, masks, texts, **options)
     (folder / "units.json").write_text(json.dumps(to_json(units, masks), indent=2) + "\n")
     return units, render_markdown(units, masks)
+
+
+def correction_notes(
+    model: nn.Module,
+    tokenizer,
+    masks: Masks,
+    references: TextsLike,
+    folder: str | os.PathLike,
+    *,
+    batch_size: int = 8,
+    max_length: int = 128,
+) -> list[str]:
+    """Report paragraphs of a correction: where the cut units sit (``layers.png``) and, for
+    neurons and heads, the top-3 contexts where each fires on the undesired ``references``
+    (also as ``units.json``); see :func:`save_unit_report`."""
+    units, listing = save_unit_report(
+        model, tokenizer, masks, references, folder,
+        title=f"{masks.total()} {masks.level}s cut, per layer",
+        top_k=3, batch_size=batch_size, max_length=max_length, progress=False,
+    )  # fmt: skip
+    notes = ["## Where the cut units sit\n\n![](layers.png)"]
+    if units:
+        notes.append(
+            "## What the cut units respond to\n\nTop activations of each cut unit on the undesired "
+            "references (the model's own continuations), the top token in bold after its context.\n\n"
+            + listing
+        )
+    return notes

@@ -290,25 +290,3 @@ def experiment_settings(args: argparse.Namespace):
         controls=None if args.controls is None else tuple(args.controls),
         seed=args.seed,
     )
-
-
-def unit_notes(
-    model, tokenizer, masks, references: list, folder: Path, args: argparse.Namespace
-) -> list[str]:
-    """Report paragraphs on where the cut units sit (``layers.png``) and, for neurons and heads,
-    the reference contexts where each activates most (also as ``units.json``)."""
-    from hf_sparc import insight
-
-    units, listing = insight.save_unit_report(
-        model, tokenizer, masks, references, folder,
-        title=f"{masks.total()} {masks.level}s cut, per layer",
-        top_k=3, batch_size=args.batch_size or 8, max_length=args.max_length or MAX_LENGTH, progress=False,
-    )  # fmt: skip
-    notes = ["## Where the cut units sit\n\n![](layers.png)"]
-    if units:
-        notes.append(
-            "## What the cut units respond to\n\nTop activations of each cut unit on the undesired "
-            "references (the model's own continuations), the top token in bold after its context.\n\n"
-            + listing
-        )
-    return notes

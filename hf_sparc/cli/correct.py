@@ -27,7 +27,6 @@ from hf_sparc.cli._common import (
     pruning_report,
     save_pruning_run,
     scaling_options,
-    unit_notes,
 )
 
 
@@ -71,6 +70,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _run_behavior(args: argparse.Namespace) -> None:
+    from hf_sparc import insight
     from hf_sparc.correction import run_correction
     from hf_sparc.export import save_adapter
     from hf_sparc.tuner.model import apply_masks
@@ -81,9 +81,10 @@ def _run_behavior(args: argparse.Namespace) -> None:
         result = run_correction(model, tokenizer, settings)
         corrected = apply_masks(model, result.masks, adapter_name="sparc")
         save_adapter(corrected, output.work, overwrite=True, metrics=result.rows[settings.method])
-        notes = unit_notes(
-            corrected, tokenizer, result.masks, list(result.reference_pairs), output.work, args
-        )
+        notes = insight.correction_notes(
+            corrected, tokenizer, result.masks, list(result.reference_pairs), output.work,
+            batch_size=settings.batch_size, max_length=settings.max_length + settings.max_new_tokens,
+        )  # fmt: skip
         result.save(
             output.work, f"{settings.behavior} correction of {args.model}", notes, {"model": args.model}
         )

@@ -13,11 +13,11 @@ from hf_sparc.cli._common import (
     add_output_options,
     experiment_settings,
     load_model,
-    unit_notes,
 )
 
 
 def _run(args: argparse.Namespace) -> None:
+    from hf_sparc import insight
     from hf_sparc.export import save_adapter
     from hf_sparc.sweep import run_sweep
     from hf_sparc.tuner.model import apply_masks
@@ -30,9 +30,10 @@ def _run(args: argparse.Namespace) -> None:
         if result.pick_masks is not None:
             corrected = apply_masks(model, result.pick_masks, adapter_name="sparc")
             save_adapter(corrected, output.work / "adapter", metrics=result.pick.metrics)
-            notes = unit_notes(
-                corrected, tokenizer, result.pick_masks, list(result.reference_pairs), output.work, args
-            )
+            notes = insight.correction_notes(
+                corrected, tokenizer, result.pick_masks, list(result.reference_pairs), output.work,
+                batch_size=settings.batch_size, max_length=settings.max_length + settings.max_new_tokens,
+            )  # fmt: skip
         result.save(output.work, f"{settings.behavior} sweep of {args.model}", notes)
     print(result.table())
     verdict = f"pick: {result.pick.count}, adapter in {args.output}/adapter" if result.pick else "no pick"
