@@ -218,11 +218,11 @@ def plot_pareto(result: SweepResult, path: str | os.PathLike) -> None:
         for point, xi, yi in zip(mine, x, y, strict=True):
             ax.annotate(str(point.count), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.axvline(base["perplexity"] * (1 + result.budget), color="#888888", linestyle="--", linewidth=1)
-    ax.text(
+    ax.text(  # at the bottom: the points of small counts crowd the top left
         base["perplexity"] * (1 + result.budget),
-        ax.get_ylim()[1],
+        ax.get_ylim()[0],
         f" +{result.budget:.0%} perplexity",
-        va="top",
+        va="bottom",
         fontsize=8,
         color="#555555",
     )
