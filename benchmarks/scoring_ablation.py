@@ -4,10 +4,11 @@ Relevance is computed once per sign convention; only the selection rule changes 
 so every row cuts the same number of neurons on the same references and is measured on the
 same held-out prompts and texts.
 
-    python benchmarks/scoring_ablation.py                  # SmolLM2, the demo's sizes
-    python benchmarks/scoring_ablation.py --candidates 497 --general 128 --eval-prompts 192 \
-        --focus words --protect 0.5 --count 138 276 552    # toxic words only (the new default)
+    python benchmarks/scoring_ablation.py --candidates 128 --general 32 --eval-prompts 64   # first table
+    python benchmarks/scoring_ablation.py --focus words --protect 0.5 --count 138 276 552  # toxic words only
     python benchmarks/scoring_ablation.py ... --objective next_token_centered   # logit - mean logit
+    python benchmarks/scoring_ablation.py --focus words --protect 0.5 --eval-skip 192 --eval-prompts 304
+        # confirmation on the held-out prompts that no choice was made on
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threshold", type=float, default=sizes.threshold)
     parser.add_argument("--general", type=int, default=sizes.n_general)
     parser.add_argument("--eval-prompts", type=int, default=sizes.n_eval_prompts)
+    parser.add_argument(
+        "--eval-skip", type=int, default=0, help="skip this many held-out prompts (a fresh confirmation set)"
+    )
     parser.add_argument("--eval-texts", type=int, default=sizes.n_eval_texts)
     parser.add_argument("--max-new-tokens", type=int, default=sizes.max_new_tokens)
     parser.add_argument("--max-length", type=int, default=sizes.max_length)
@@ -88,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.focus == "words":
         references = focus_on_words(references)
     general = builtin_dataset("general", "reference")[: args.general]
-    prompts = builtin_dataset("toxic-prompts", "evaluation")[: args.eval_prompts]
+    held_out = builtin_dataset("toxic-prompts", "evaluation")
+    prompts = held_out[args.eval_skip : args.eval_skip + args.eval_prompts]
     texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
     rules = RULES
     if args.protect:

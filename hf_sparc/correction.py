@@ -57,7 +57,10 @@ def default_controls(level: str) -> tuple[str, ...]:
 class CorrectionSettings:
     """Sizes and options of one correction run (all recorded in the report).
 
-    Defaults are sized for a 2-core CPU and SmolLM2-135M (about 10–15 minutes).
+    Defaults are sized for a 2-core CPU and SmolLM2-135M (about 15 minutes): every held-in toxic
+    prompt is a candidate (497; the built-in repetition set has 36), 128 general references
+    (the paper's count), 192 held-out prompts (one prompt = 0.5 points of toxic rate; with 64,
+    1.6 points made differences of a few prompts look large).
     """
 
     behavior: Behavior = "toxicity"
@@ -77,9 +80,9 @@ class CorrectionSettings:
     # (behavior.focus_on_words); "continuation": every continuation token, as in the paper.
     # None: DEFAULT_FOCUS of the behaviour.
     focus: Focus | None = None
-    n_candidates: int = 128
-    n_general: int = 32
-    n_eval_prompts: int = 64
+    n_candidates: int = 497
+    n_general: int = 128
+    n_eval_prompts: int = 192
     n_eval_texts: int = 32
     max_new_tokens: int = 32
     max_length: int = 64
