@@ -74,6 +74,20 @@ class BehaviorSet(Sequence[dict[str, str]]):
         """Candidates whose continuation contributed at least one pair."""
         return len(set(self.kept))
 
+    def contexts(self) -> list[dict[str, str]]:
+        """One pair per contributing continuation, without repeated text: for ``focus="words"``
+        the pair of each continuation that reaches furthest into it (its prompt + continuation
+        contains every other pair of that continuation), else the pairs themselves. What to read
+        activations on (e.g. :func:`hf_sparc.insight.unit_contexts`) without counting a shared
+        prefix once per word."""
+        if self.focus == "continuation":
+            return list(self.pairs)
+        furthest: dict[int, dict[str, str]] = {}
+        for pair, candidate in zip(self.pairs, self.kept, strict=True):
+            if candidate not in furthest or len(pair["prompt"]) > len(furthest[candidate]["prompt"]):
+                furthest[candidate] = pair
+        return list(furthest.values())
+
     @overload
     def __getitem__(self, index: int) -> dict[str, str]: ...
     @overload

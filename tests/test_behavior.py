@@ -169,6 +169,8 @@ def test_focus_on_words_makes_one_pair_per_toxic_word_in_its_context():
     assert scored[0] == ["you", "are", "a", "damn", "fool."]  # each word scored alone, no space
     assert focused.kept == [1, 1, 5] and focused.n_continuations == 2 and focused.focus == "words"
     assert focused.summary()["n_kept"] == 3 and focused.scores == references.scores
+    # one text per continuation for reading activations: the furthest-reaching pair of each
+    assert focused.contexts() == [focused[1], focused[2]] and references.contexts() == list(references)
     # prompt + continuation is still a prefix of the text the model produced
     by_candidate = dict(zip(references.kept, references, strict=True))
     for candidate, pair in zip(focused.kept, focused, strict=True):

@@ -82,7 +82,7 @@ def _run_behavior(args: argparse.Namespace) -> None:
         corrected = apply_masks(model, result.masks, adapter_name="sparc")
         save_adapter(corrected, output.work, overwrite=True, metrics=result.rows[settings.method])
         notes = insight.correction_notes(
-            corrected, tokenizer, result.masks, list(result.reference_pairs), output.work,
+            corrected, tokenizer, result.masks, result.reference_pairs.contexts(), output.work,
             batch_size=settings.batch_size, max_length=settings.max_length + settings.max_new_tokens,
         )  # fmt: skip
         result.save(

@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> None:
             corrected = apply_masks(model, result.pick_masks, adapter_name="sparc")
             save_adapter(corrected, output.work / "adapter", metrics=result.pick.metrics)
             notes = insight.correction_notes(
-                corrected, tokenizer, result.pick_masks, list(result.reference_pairs), output.work,
+                corrected, tokenizer, result.pick_masks, result.reference_pairs.contexts(), output.work,
                 batch_size=settings.batch_size, max_length=settings.max_length + settings.max_new_tokens,
             )  # fmt: skip
         result.save(output.work, f"{settings.behavior} sweep of {args.model}", notes)
