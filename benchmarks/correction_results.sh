@@ -17,6 +17,11 @@ run sweep --behavior toxicity --level neuron --counts 69 138 276 552 --controls 
 # The same sizes, whole continuations explained (the paper's references), LRP only.
 run sweep --behavior toxicity --level neuron --counts 69 138 276 552 1104 --focus continuation \
     --candidates 497 --n-general 128 --eval-prompts 192 --model "$MODEL" --output "$OUT/toxicity-neuron-sweep-497"
+# Confirmation of both focuses at 138 neurons on the 304 held-out prompts the choices were not made on.
+for focus in words continuation; do
+    python benchmarks/scoring_ablation.py --focus "$focus" --protect 0.5 --eval-skip 192 --eval-prompts 304 \
+        --model "$MODEL" --output "$OUT/confirm-$focus.json"
+done
 # The sizes of the runs below (defaults before 2026-12-01).
 SMALL=(--candidates 128 --n-general 32 --eval-prompts 64)
 # Toxicity, MLP neurons, small sizes, whole continuations: counts grid -> Pareto plot.
