@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     rules = RULES
     if args.protect:
         rules = {f"signed R, protect {share:.0%}": (False, False, share) for share in args.protect}
-    # references are prompt + up to max_new_tokens generated tokens: never truncated at max_length
+    # references are prompt + up to max_new_tokens generated tokens: room for the whole prompt
     lengths = (args.max_length + args.max_new_tokens, args.max_length)
     relevance = {
         absolute: [

@@ -243,7 +243,7 @@ def run_correction(
         batch_size=max(1, args.batch_size // 2),  # a backward pass needs more memory
         absolute=args.absolute,
     )
-    # a reference is a prompt plus up to --max-new-tokens generated tokens, explained at its end
+    # a reference is a prompt plus up to --max-new-tokens generated tokens: room for the whole prompt
     rel_undesired = hf_sparc.attribute(
         model, references, **{**settings, "max_length": args.max_length + args.max_new_tokens}
     )

@@ -269,8 +269,8 @@ class _Experiment:
             max_length=s.max_length,
             batch_size=max(1, s.batch_size // 2),
         )
-        # A reference is a prompt plus up to max_new_tokens generated tokens: the explained
-        # tokens come last, so truncating at the general texts' max_length would cut them off.
+        # A reference is a prompt plus up to max_new_tokens generated tokens: this length keeps the
+        # whole prompt as context (tokenize would otherwise drop prompt tokens from the left).
         undesired = attribute(
             model, list(self.references), **{**common, "max_length": s.max_length + s.max_new_tokens}
         )

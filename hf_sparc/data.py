@@ -4,7 +4,9 @@ Accepted inputs (everywhere hf_sparc takes reference texts):
 
 * ``list[str]``: plain text; every next-token prediction is explained.
 * dicts with ``"prompt"`` and ``"continuation"``: only predictions of continuation tokens are
-  explained (the paper's setting: explain the model's own undesired continuation).
+  explained (the paper's setting: explain the model's own undesired continuation). A pair longer
+  than ``max_length`` loses prompt tokens from the left (a leading special token such as BOS
+  stays), so that the explained continuation is kept.
 * dicts with a text column (``text_column``, default ``"text"``).
 * dicts with ``"input_ids"`` (already tokenized; no tokenizer needed).
 * a ``datasets.Dataset`` (rows are dicts, as above).
@@ -35,7 +37,7 @@ class Sample:
 
     @property
     def n_explained(self) -> int:
-        # A prompt truncated to max_length leaves nothing to explain (never a negative count).
+        # An empty continuation leaves nothing to explain (never a negative count).
         return max(0, len(self.input_ids) - max(self.explain_from, 1))
 
 
@@ -66,6 +68,21 @@ def _encode(tokenizer, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
+def _fitted(
+    ids: list[int], explain_from: int, max_length: int, special_ids: frozenset[int]
+) -> tuple[list[int], int]:
+    """``ids`` cut to ``max_length``: prompt tokens go first, from the left, then explained ones from
+    the right. One prompt token always stays (the first explained prediction is made there), and so
+    does a leading special token such as BOS when there is room. Plain text (``explain_from=1``)
+    is thus simply cut from the right."""
+    prompt, explained = ids[:explain_from], ids[explain_from:]
+    room = max(max_length - len(explained), 1)
+    if len(prompt) > room:
+        keep_first = room >= 2 and prompt[0] in special_ids
+        prompt = prompt[:1] + prompt[len(prompt) - room + 1 :] if keep_first else prompt[len(prompt) - room :]
+    return (prompt + explained)[:max_length], len(prompt)
+
+
 def _rows(texts: TextsLike, text_column: str) -> Iterator[str | Mapping[str, Any]]:
     column_names = getattr(texts, "column_names", None)
     if column_names is not None and text_column not in column_names and "prompt" not in column_names:
@@ -80,15 +97,18 @@ def _rows(texts: TextsLike, text_column: str) -> Iterator[str | Mapping[str, Any
 def tokenize(
     texts: TextsLike, tokenizer, *, max_length: int, text_column: str = "text", require_explained: bool = True
 ) -> list[Sample]:
-    """Tokenize reference texts into samples, truncating to ``max_length`` tokens (with a warning).
+    """Tokenize reference texts into samples of at most ``max_length`` tokens (with a warning).
 
-    Samples with nothing to explain (empty text, or a prompt filling ``max_length``) are dropped
-    with a warning when ``require_explained``; an input with no usable sample raises ``ValueError``.
+    Texts are cut from the right; prompt/continuation pairs lose prompt tokens from the left
+    first, so the continuation that is explained survives. Samples with nothing to explain (an
+    empty text or continuation) are dropped with a warning when ``require_explained``; an input
+    with no usable sample raises ``ValueError``.
     """
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 tokens, got {max_length}.")
     samples: list[Sample] = []
     truncated = dropped = total = 0
+    special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()))
     for row in _rows(texts, text_column):
         total += 1
         if isinstance(row, str):
@@ -107,7 +127,7 @@ def tokenize(
             )
         if len(ids) > max_length:
             truncated += 1
-            ids = ids[:max_length]
+            ids, explain_from = _fitted(ids, explain_from, max_length, special_ids)
         sample = Sample(tuple(ids), explain_from)
         if require_explained and sample.n_explained <= 0:
             dropped += 1
@@ -118,13 +138,13 @@ def tokenize(
     if truncated:
         warnings.warn(
             f"{truncated} of {total} reference texts were longer than max_length={max_length} tokens "
-            "and were truncated.",
+            "and were truncated (prompt/continuation pairs lose prompt tokens from the left).",
             stacklevel=3,
         )
     if dropped:
         warnings.warn(
-            f"{dropped} of {total} reference texts had no token to explain (empty, or the prompt filled "
-            "max_length) and were skipped.",
+            f"{dropped} of {total} reference texts had no token to explain (an empty text or "
+            "continuation) and were skipped.",
             stacklevel=3,
         )
     if not samples:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import CONFIGS, TEXTS, make_model
@@ -392,9 +394,34 @@ def test_datasets_input_and_missing_column(tokenizer):
         hf_sparc.attribute(model, dataset, tokenizer=tokenizer)
 
 
-def test_forward_only_methods_count_no_tokens_for_prompts_that_fill_max_length(tokenizer):
+def test_forward_only_methods_count_no_tokens_for_pairs_with_nothing_to_explain(tokenizer):
     model = make_model("llama")
-    pairs = [{"prompt": "the cat sat on the mat and ran", "continuation": " to the house"}, TEXTS[0]]
+    pairs = [{"prompt": "the cat sat on the mat and ran", "continuation": ""}, TEXTS[0]]
     rel = hf_sparc.attribute(model, pairs, tokenizer=tokenizer, method="activation", max_length=4)
-    # the pair's prompt fills all 4 tokens: nothing of it is explained, and nothing negative is counted
+    # the pair explains nothing, and nothing negative is counted; TEXTS[0] keeps 4 tokens, explains 3
     assert rel.info.n_samples == 2 and rel.info.n_tokens == 3
+
+
+def _with_bos(tokenizer):
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = copy.deepcopy(tokenizer)
+    bos = tokenizer.convert_tokens_to_ids("<s>")
+    processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    tokenizer.backend_tokenizer.post_processor = processor
+    return tokenizer
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_long_pairs_lose_prompt_tokens_from_the_left_and_keep_the_continuation(tokenizer, bos):
+    tokenizer = _with_bos(tokenizer) if bos else tokenizer
+    model = make_model("llama")
+    long = {"prompt": "the cat sat on the mat and ran", "continuation": " to the big house"}
+    with pytest.warns(UserWarning, match="1 of 1 reference texts were longer than max_length=6"):
+        cut = hf_sparc.attribute(model, [long], tokenizer=tokenizer, level="token", max_length=6)
+    # what is left: [BOS] + the last prompt tokens that fit + the whole continuation
+    kept = {"prompt": "ran" if bos else "and ran", "continuation": long["continuation"]}
+    whole = hf_sparc.attribute(model, [kept], tokenizer=tokenizer, level="token", max_length=64)
+    assert [len(t) for t in cut.per_text()] == [6]
+    torch.testing.assert_close(cut.per_text()[0], whole.per_text()[0], rtol=0, atol=0)
+    assert cut.info.n_tokens == whole.info.n_tokens == 4  # every continuation token is explained
