@@ -327,6 +327,19 @@ def test_works_on_a_peft_model(tokenizer):
     assert all(p.requires_grad == ("lora_" in n) for n, p in peft_model.named_parameters())
 
 
+def test_projections_under_an_adapter_layer_are_refused_and_the_merged_copy_works(tokenizer):
+    model = make_model("llama")
+    masks = hf_sparc.select(hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer), count=5)
+    merged = hf_sparc.apply_masks(copy.deepcopy(model), masks).merge_and_unload()
+    peft_model = hf_sparc.apply_masks(model, masks)
+    with pytest.raises(ValueError, match=r"up_proj is wrapped by a PEFT adapter layer.*merge_and_unload"):
+        hf_sparc.attribute(peft_model, TEXTS, tokenizer=tokenizer)
+    rel = hf_sparc.attribute(merged, TEXTS, tokenizer=tokenizer)
+    for name, cut in masks.items():  # cut neurons have no relevance left, the others keep some
+        assert torch.count_nonzero(rel[name][cut]) == 0
+        assert torch.count_nonzero(rel[name]) == rel[name].numel() - cut.numel()
+
+
 def test_bf16_model_accumulates_in_fp32(tokenizer):
     model = make_model("llama", dtype=torch.bfloat16)
     rel = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight")

@@ -71,6 +71,12 @@ def resolve_targets(
     for name, module in targets.items():
         if level == "head" and name not in attention_names:
             raise ValueError(f"{name} is not an attention module; head level targets {spec.attention!r}.")
+        if level in ("weight", "neuron") and hasattr(module, "base_layer"):
+            raise ValueError(
+                f"{name} is wrapped by a PEFT adapter layer ({type(module).__name__}), whose masks or "
+                f"deltas change what the projection computes; attribute the merged model "
+                f"(peft_model.merge_and_unload(), on a copy to keep the adapter) or the base model."
+            )
         if level in ("weight", "neuron") and not is_projection(module):
             raise ValueError(
                 f"{name} ({type(module).__name__}) is not a projection; {level} level targets "
