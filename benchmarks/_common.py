@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmark scripts: models, batches, peak memory in a fresh process."""
+"""Shared helpers for the benchmark scripts: models, batches, peak memory in a fresh process, and
+the set-up and measurement of the toxicity experiments."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+import hf_sparc
+from hf_sparc.assets import builtin_dataset, default_model_path
+from hf_sparc.behavior import focus_on_words
+from hf_sparc.correction import CorrectionSettings
+from hf_sparc.metrics import perplexity, toxicity
 
 # SmolLM2-135M's shape: the default real model, as a random-init stand-in.
 SMOLLM2_SHAPE = dict(
@@ -73,3 +81,69 @@ def run_isolated(script: str, case: str, args: list[str]) -> dict:
         [sys.executable, script, "--case", case, *args], check=True, capture_output=True, text=True, env=env
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def add_toxicity_arguments(parser) -> None:
+    """Model, reference and held-out evaluation options shared by the toxicity experiments."""
+    sizes = CorrectionSettings()
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or local folder")
+    parser.add_argument("--candidates", type=int, default=sizes.n_candidates)
+    parser.add_argument("--threshold", type=float, default=sizes.threshold)
+    parser.add_argument("--general", type=int, default=sizes.n_general)
+    parser.add_argument("--eval-prompts", type=int, default=sizes.n_eval_prompts)
+    parser.add_argument(
+        "--eval-skip", type=int, default=0, help="skip this many held-out prompts (a fresh confirmation set)"
+    )
+    parser.add_argument("--eval-texts", type=int, default=sizes.n_eval_texts)
+    parser.add_argument("--max-new-tokens", type=int, default=sizes.max_new_tokens)
+    parser.add_argument("--max-length", type=int, default=sizes.max_length)
+    parser.add_argument("--output", default=None, help="optional JSON file for the results")
+
+
+class ToxicityExperiment:
+    """The model, its reference sets and the held-out measurement named by ``add_toxicity_arguments``."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        path = Path(args.model) if Path(args.model).is_dir() else default_model_path(args.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+        self.candidates = builtin_dataset("toxic-prompts", "reference")[: args.candidates]
+        self.general = builtin_dataset("general", "reference")[: args.general]
+        held_out = builtin_dataset("toxic-prompts", "evaluation")
+        self.prompts = held_out[args.eval_skip : args.eval_skip + args.eval_prompts]
+        self.texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
+
+    def references(self, model, focus: str):
+        """The pairs where ``model`` writes toxic text; ``focus="words"``: one per toxic word."""
+        found = hf_sparc.behavior_references(
+            model,
+            self.tokenizer,
+            self.candidates,
+            threshold=self.args.threshold,
+            max_new_tokens=self.args.max_new_tokens,
+            progress=False,
+        )
+        return focus_on_words(found) if focus == "words" else found
+
+    def measure(self, model) -> dict[str, float]:
+        """Toxic rate on the held-out prompts, perplexity on the held-out texts."""
+        a = self.args
+        return {
+            "toxic_rate": toxicity(
+                model, self.tokenizer, self.prompts, max_new_tokens=a.max_new_tokens, progress=False
+            )["toxic_rate"],
+            "perplexity": perplexity(
+                model, self.tokenizer, self.texts, max_length=a.max_length, progress=False
+            ),
+        }
+
+
+def print_deltas(label: str, rows: dict[str, dict[str, float]], base: dict[str, float]) -> None:
+    """Toxic rate and perplexity of each row with the change against ``base``."""
+    print(f"{label:<52}{'toxic rate':>12}{'Δ':>9}{'perplexity':>12}{'Δ':>9}")
+    for name, row in rows.items():
+        deltas = [(row[k] - base[k]) / base[k] if base[k] else 0.0 for k in ("toxic_rate", "perplexity")]
+        print(
+            f"{name:<52}{row['toxic_rate']:>12.4f}{deltas[0]:>9.1%}{row['perplexity']:>12.2f}{deltas[1]:>9.1%}"
+        )

@@ -19,58 +19,27 @@ import json
 import time
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from _common import ToxicityExperiment, add_toxicity_arguments, print_deltas
 
 import hf_sparc
-from hf_sparc.assets import builtin_dataset, default_model_path
-from hf_sparc.behavior import focus_on_words
 from hf_sparc.correction import CorrectionSettings
-from hf_sparc.metrics import perplexity, toxicity
 
 
 def main(argv: list[str] | None = None) -> dict:
-    sizes = CorrectionSettings()
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or local folder")
+    add_toxicity_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=46, help="neurons cut per round")
     parser.add_argument("--same-references", action="store_true", help="keep the base model's references")
     parser.add_argument("--focus", default="words", choices=["continuation", "words"])
-    parser.add_argument("--candidates", type=int, default=sizes.n_candidates)
-    parser.add_argument("--threshold", type=float, default=sizes.threshold)
-    parser.add_argument("--general", type=int, default=sizes.n_general)
-    parser.add_argument("--protect", type=float, default=sizes.protect_general)
-    parser.add_argument("--eval-prompts", type=int, default=sizes.n_eval_prompts)
-    parser.add_argument("--eval-skip", type=int, default=0, help="skip this many held-out prompts")
-    parser.add_argument("--eval-texts", type=int, default=sizes.n_eval_texts)
-    parser.add_argument("--max-new-tokens", type=int, default=sizes.max_new_tokens)
-    parser.add_argument("--max-length", type=int, default=sizes.max_length)
-    parser.add_argument("--output", default=None, help="optional JSON file for the results")
+    parser.add_argument("--protect", type=float, default=CorrectionSettings().protect_general)
     args = parser.parse_args(argv)
 
-    path = Path(args.model) if Path(args.model).is_dir() else default_model_path(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    candidates = builtin_dataset("toxic-prompts", "reference")[: args.candidates]
-    general = builtin_dataset("general", "reference")[: args.general]
-    held_out = builtin_dataset("toxic-prompts", "evaluation")
-    prompts = held_out[args.eval_skip : args.eval_skip + args.eval_prompts]
-    texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
-    generation = dict(max_new_tokens=args.max_new_tokens, progress=False)
-
-    def measure(m) -> dict[str, float]:
-        return {
-            "toxic_rate": toxicity(m, tokenizer, prompts, **generation)["toxic_rate"],
-            "perplexity": perplexity(m, tokenizer, texts, max_length=args.max_length, progress=False),
-        }
-
-    def references_of(m) -> hf_sparc.BehaviorSet:
-        found = hf_sparc.behavior_references(m, tokenizer, candidates, threshold=args.threshold, **generation)
-        return focus_on_words(found) if args.focus == "words" else found
-
-    rows = [{"round": 0, "neurons": 0, **measure(model)}]
-    print(rows[-1], flush=True)
+    experiment = ToxicityExperiment(args)
+    model, tokenizer = experiment.model, experiment.tokenizer
+    rows = {"round 0": {"neurons": 0, **experiment.measure(model)}}
+    print(rows["round 0"], flush=True)
     masks: hf_sparc.Masks | None = None
     references = None
     for round_ in range(1, args.rounds + 1):
@@ -78,42 +47,34 @@ def main(argv: list[str] | None = None) -> dict:
         # attribution hooks plain projections, so the cut so far is merged into a copy
         current = hf_sparc.apply_masks(copy.deepcopy(model), masks).merge_and_unload() if masks else model
         if references is None or not args.same_references:
-            references = references_of(current)
+            references = experiment.references(current, args.focus)
         common = dict(tokenizer=tokenizer, level="neuron")
         # references: prompt + up to max_new_tokens generated tokens, room for the whole prompt
         undesired = hf_sparc.attribute(
             current, list(references), max_length=args.max_length + args.max_new_tokens, **common
         )
-        general_rel = hf_sparc.attribute(current, general, max_length=args.max_length, **common)
+        general = hf_sparc.attribute(current, experiment.general, max_length=args.max_length, **common)
         del current
         new = hf_sparc.select_contrastive(
-            undesired=undesired, general=general_rel, count=args.count, protect_general=args.protect
+            undesired=undesired, general=general, count=args.count, protect_general=args.protect
         )
         masks = new if masks is None else masks.union(new)
         peft_model = hf_sparc.apply_masks(model, masks, adapter_name="cut")
         try:
-            row = measure(peft_model)
+            row = experiment.measure(peft_model)
         finally:
             peft_model.unload()
-        rows.append(
-            {
-                "round": round_,
-                "neurons": masks.total(),
-                "references": len(references),
-                "continuations": references.n_continuations,
-                **row,
-                "minutes": (time.perf_counter() - start) / 60,
-            }
-        )
-        print(rows[-1], flush=True)
-    base = rows[0]
-    print(f"{'round':>5}{'neurons':>9}{'refs':>6}{'toxic rate':>12}{'Δ':>9}{'perplexity':>12}{'Δ':>9}")
-    for row in rows:
-        deltas = [(row[k] - base[k]) / base[k] if base[k] else 0.0 for k in ("toxic_rate", "perplexity")]
-        print(
-            f"{row['round']:>5}{row['neurons']:>9}{row.get('references', 0):>6}{row['toxic_rate']:>12.4f}"
-            f"{deltas[0]:>9.1%}{row['perplexity']:>12.2f}{deltas[1]:>9.1%}"
-        )
+        rows[f"round {round_}"] = {
+            "neurons": masks.total(),
+            "references": len(references),
+            "continuations": references.n_continuations,
+            **row,
+            "minutes": (time.perf_counter() - start) / 60,
+        }
+        print(rows[f"round {round_}"], flush=True)
+    print_deltas(
+        "round (neurons cut so far)", {f"{k} ({r['neurons']})": r for k, r in rows.items()}, rows["round 0"]
+    )
     result = {"settings": vars(args), "rows": rows}
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

@@ -17,14 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from _common import ToxicityExperiment, add_toxicity_arguments, print_deltas
 
 import hf_sparc
-from hf_sparc.assets import builtin_dataset, default_model_path
 from hf_sparc.attribution import OBJECTIVES
-from hf_sparc.behavior import focus_on_words
 from hf_sparc.correction import CorrectionSettings
-from hf_sparc.metrics import perplexity, toxicity
 
 # name -> (signed or |R| per token, normalise per explained token, protect_general)
 RULES = {
@@ -43,13 +40,16 @@ def per_explained_token(rel: hf_sparc.Relevance) -> hf_sparc.Relevance:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    sizes = CorrectionSettings()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or local folder")
+    add_toxicity_arguments(parser)
     parser.add_argument(
-        "--count", type=int, nargs="+", default=[sizes.count], help="neurons cut per rule (several: a grid)"
+        "--count",
+        type=int,
+        nargs="+",
+        default=[CorrectionSettings().count],
+        help="neurons cut per rule (several: a grid)",
     )
     parser.add_argument(
         "--protect",
@@ -65,36 +65,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="explain every continuation token, or only the toxic words (hf_sparc.behavior.focus_on_words)",
     )
     parser.add_argument("--objective", default="next_token", choices=OBJECTIVES, help="what is explained")
-    parser.add_argument("--candidates", type=int, default=sizes.n_candidates)
-    parser.add_argument("--threshold", type=float, default=sizes.threshold)
-    parser.add_argument("--general", type=int, default=sizes.n_general)
-    parser.add_argument("--eval-prompts", type=int, default=sizes.n_eval_prompts)
-    parser.add_argument(
-        "--eval-skip", type=int, default=0, help="skip this many held-out prompts (a fresh confirmation set)"
-    )
-    parser.add_argument("--eval-texts", type=int, default=sizes.n_eval_texts)
-    parser.add_argument("--max-new-tokens", type=int, default=sizes.max_new_tokens)
-    parser.add_argument("--max-length", type=int, default=sizes.max_length)
-    parser.add_argument("--output", default=None, help="optional JSON file for the results")
     args = parser.parse_args(argv)
 
-    path = Path(args.model) if Path(args.model).is_dir() else default_model_path(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    references = hf_sparc.behavior_references(
-        model,
-        tokenizer,
-        builtin_dataset("toxic-prompts", "reference")[: args.candidates],
-        threshold=args.threshold,
-        max_new_tokens=args.max_new_tokens,
-        progress=False,
-    )
-    if args.focus == "words":
-        references = focus_on_words(references)
-    general = builtin_dataset("general", "reference")[: args.general]
-    held_out = builtin_dataset("toxic-prompts", "evaluation")
-    prompts = held_out[args.eval_skip : args.eval_skip + args.eval_prompts]
-    texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
+    experiment = ToxicityExperiment(args)
+    model, tokenizer, general = experiment.model, experiment.tokenizer, experiment.general
+    references = experiment.references(model, args.focus)
     rules = RULES
     if args.protect:
         rules = {f"signed R, protect {share:.0%}": (False, False, share) for share in args.protect}
@@ -115,14 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         for absolute in sorted({absolute for absolute, _, _ in rules.values()})
     }
 
-    def measure(m) -> dict[str, float]:
-        kwargs = dict(max_new_tokens=args.max_new_tokens, progress=False)
-        return {
-            "toxic_rate": toxicity(m, tokenizer, prompts, **kwargs)["toxic_rate"],
-            "perplexity": perplexity(m, tokenizer, texts, max_length=args.max_length, progress=False),
-        }
-
-    rows = {"base": measure(model)}
+    rows = {"base": experiment.measure(model)}
     for name, (absolute, normalise, protect) in rules.items():
         undesired, general_rel = relevance[absolute]
         if normalise:
@@ -133,18 +101,15 @@ def main(argv: list[str] | None = None) -> dict:
             )
             peft_model = hf_sparc.apply_masks(model, masks, adapter_name="ablation")
             try:
-                rows[name if len(args.count) == 1 else f"{name}, {count} neurons"] = measure(peft_model)
+                rows[name if len(args.count) == 1 else f"{name}, {count} neurons"] = experiment.measure(
+                    peft_model
+                )
             finally:
                 peft_model.unload()
             print(name, count, rows[next(reversed(rows))], flush=True)
     base = rows["base"]
     print(f"{len(references)} references ({args.focus}, {args.objective}); {args.count} neurons per rule")
-    print(f"{'rule':<52}{'toxic rate':>12}{'Δ':>9}{'perplexity':>12}{'Δ':>9}")
-    for name, row in rows.items():
-        deltas = [(row[k] - base[k]) / base[k] if base[k] else 0.0 for k in ("toxic_rate", "perplexity")]
-        print(
-            f"{name:<52}{row['toxic_rate']:>12.4f}{deltas[0]:>9.1%}{row['perplexity']:>12.2f}{deltas[1]:>9.1%}"
-        )
+    print_deltas("rule", rows, base)
     result = {
         "references": references.summary(),
         "objective": args.objective,
