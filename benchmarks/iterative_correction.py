@@ -4,9 +4,10 @@ attribute on the cut model, cut again (docs/RESULTS.md).
 A one-shot cut explains the toxic words of the base model; once their strongest units are gone,
 the model can reach toxic words through others. Each round here regenerates the references with
 the model as cut so far (``--same-references`` keeps the base model's instead, attributed on the
-cut model), attributes both sets on that model (cut units have exactly zero relevance, so they
-are never picked twice), and cuts ``--count`` more neurons (signed LRP, Eq. 7, protect 50%).
-After every round the union of the cuts is measured on the held-out prompts and texts.
+cut model), attributes both sets on that model and cuts ``--count`` more neurons (signed LRP,
+Eq. 7, protect 50%). Cut units have exactly zero relevance, so none is picked twice while
+``--count`` units score below zero (the neuron column counts the union). After every round the
+union of the cuts is measured on the held-out prompts and texts.
 
     python benchmarks/iterative_correction.py --rounds 4 --count 46   # 4 x 46 = 184 neurons
 """

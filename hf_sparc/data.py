@@ -5,8 +5,8 @@ Accepted inputs (everywhere hf_sparc takes reference texts):
 * ``list[str]``: plain text; every next-token prediction is explained.
 * dicts with ``"prompt"`` and ``"continuation"``: only predictions of continuation tokens are
   explained (the paper's setting: explain the model's own undesired continuation). A pair longer
-  than ``max_length`` loses prompt tokens from the left (a leading special token such as BOS
-  stays), so that the explained continuation is kept.
+  than ``max_length`` loses prompt tokens from the left (a leading BOS stays), so that the
+  explained continuation is kept.
 * dicts with a text column (``text_column``, default ``"text"``).
 * dicts with ``"input_ids"`` (already tokenized; no tokenizer needed).
 * a ``datasets.Dataset`` (rows are dicts, as above).
@@ -68,17 +68,15 @@ def _encode(tokenizer, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-def _fitted(
-    ids: list[int], explain_from: int, max_length: int, special_ids: frozenset[int]
-) -> tuple[list[int], int]:
+def _fitted(ids: list[int], explain_from: int, max_length: int, bos_id: int | None) -> tuple[list[int], int]:
     """``ids`` cut to ``max_length``: prompt tokens go first, from the left, then explained ones from
     the right. One prompt token always stays (the first explained prediction is made there), and so
-    does a leading special token such as BOS when there is room. Plain text (``explain_from=1``)
-    is thus simply cut from the right."""
+    does a leading BOS when there is room. Plain text (``explain_from=1``) is thus simply cut from
+    the right."""
     prompt, explained = ids[:explain_from], ids[explain_from:]
     room = max(max_length - len(explained), 1)
     if len(prompt) > room:
-        keep_first = room >= 2 and prompt[0] in special_ids
+        keep_first = room >= 2 and bos_id is not None and prompt[0] == bos_id
         prompt = prompt[:1] + prompt[len(prompt) - room + 1 :] if keep_first else prompt[len(prompt) - room :]
     return (prompt + explained)[:max_length], len(prompt)
 
@@ -101,14 +99,14 @@ def tokenize(
 
     Texts are cut from the right; prompt/continuation pairs lose prompt tokens from the left
     first, so the continuation that is explained survives. Samples with nothing to explain (an
-    empty text or continuation) are dropped with a warning when ``require_explained``; an input
-    with no usable sample raises ``ValueError``.
+    empty continuation, a text of at most one token) are dropped with a warning when
+    ``require_explained``; an input with no usable sample raises ``ValueError``.
     """
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 tokens, got {max_length}.")
     samples: list[Sample] = []
     truncated = dropped = total = 0
-    special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()))
+    bos_id = getattr(tokenizer, "bos_token_id", None)
     for row in _rows(texts, text_column):
         total += 1
         if isinstance(row, str):
@@ -127,7 +125,7 @@ def tokenize(
             )
         if len(ids) > max_length:
             truncated += 1
-            ids, explain_from = _fitted(ids, explain_from, max_length, special_ids)
+            ids, explain_from = _fitted(ids, explain_from, max_length, bos_id)
         sample = Sample(tuple(ids), explain_from)
         if require_explained and sample.n_explained <= 0:
             dropped += 1
@@ -143,8 +141,8 @@ def tokenize(
         )
     if dropped:
         warnings.warn(
-            f"{dropped} of {total} reference texts had no token to explain (an empty text or "
-            "continuation) and were skipped.",
+            f"{dropped} of {total} reference texts had no token to explain (an empty continuation, "
+            "or a text of at most one token) and were skipped.",
             stacklevel=3,
         )
     if not samples:

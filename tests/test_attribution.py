@@ -332,8 +332,11 @@ def test_projections_under_an_adapter_layer_are_refused_and_the_merged_copy_work
     masks = hf_sparc.select(hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer), count=5)
     merged = hf_sparc.apply_masks(copy.deepcopy(model), masks).merge_and_unload()
     peft_model = hf_sparc.apply_masks(model, masks)
-    with pytest.raises(ValueError, match=r"up_proj is wrapped by a PEFT adapter layer.*merge_and_unload"):
+    with pytest.raises(ValueError, match=r"up_proj is part of a PEFT adapter layer.*merge_and_unload"):
         hf_sparc.attribute(peft_model, TEXTS, tokenizer=tokenizer)
+    for level, targets in (("weight", None), ("neuron", r".*up_proj\.base_layer")):  # nor inside one
+        with pytest.raises(ValueError, match=r"base_layer is part of a PEFT adapter layer .*up_proj: "):
+            hf_sparc.attribute(peft_model, TEXTS, tokenizer=tokenizer, level=level, target_modules=targets)
     rel = hf_sparc.attribute(merged, TEXTS, tokenizer=tokenizer)
     for name, cut in masks.items():  # cut neurons have no relevance left, the others keep some
         assert torch.count_nonzero(rel[name][cut]) == 0
@@ -438,3 +441,17 @@ def test_long_pairs_lose_prompt_tokens_from_the_left_and_keep_the_continuation(t
     assert [len(t) for t in cut.per_text()] == [6]
     torch.testing.assert_close(cut.per_text()[0], whole.per_text()[0], rtol=0, atol=0)
     assert cut.info.n_tokens == whole.info.n_tokens == 4  # every continuation token is explained
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_a_continuation_longer_than_max_length_keeps_one_prompt_token_and_its_start(tokenizer, bos):
+    tokenizer = _with_bos(tokenizer) if bos else tokenizer
+    model = make_model("llama")
+    long = {"prompt": "the cat sat", "continuation": " on the mat and ran to the house"}
+    with pytest.warns(UserWarning, match="truncated"):
+        cut = hf_sparc.attribute(model, [long], tokenizer=tokenizer, level="token", max_length=4)
+    # no room for BOS: the last prompt token, then the first three continuation tokens explained
+    kept = {"input_ids": tokenizer.convert_tokens_to_ids(["sat", "on", "the", "mat"])}
+    whole = hf_sparc.attribute(model, [kept], tokenizer=tokenizer, level="token")
+    torch.testing.assert_close(cut.per_text()[0], whole.per_text()[0], rtol=0, atol=0)
+    assert cut.info.n_tokens == whole.info.n_tokens == 3

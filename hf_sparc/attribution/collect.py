@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from hf_sparc.architectures import (
@@ -46,6 +47,16 @@ def _default_targets(model: nn.Module, spec: ArchitectureSpec, level: str) -> li
     ]
 
 
+def _adapter_layer_around(model: nn.Module, name: str) -> str | None:
+    """The PEFT adapter layer that is or holds module ``name`` (e.g. its ``base_layer``), if any."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if isinstance(model.get_submodule(prefix), BaseTunerLayer):
+            return prefix
+    return None
+
+
 def resolve_targets(
     model: nn.Module, spec: ArchitectureSpec, level: str, target_modules: str | Sequence[str] | None
 ) -> dict[str, nn.Module]:
@@ -71,11 +82,14 @@ def resolve_targets(
     for name, module in targets.items():
         if level == "head" and name not in attention_names:
             raise ValueError(f"{name} is not an attention module; head level targets {spec.attention!r}.")
-        if level in ("weight", "neuron") and hasattr(module, "base_layer"):
+        wrapper = _adapter_layer_around(model, name) if level in ("weight", "neuron") else None
+        if wrapper is not None:
+            layer = model.get_submodule(wrapper)
+            kind = f"{type(layer).__module__}.{type(layer).__name__}"
             raise ValueError(
-                f"{name} is wrapped by a PEFT adapter layer ({type(module).__name__}), whose masks or "
-                f"deltas change what the projection computes; attribute the merged model "
-                f"(peft_model.merge_and_unload(), on a copy to keep the adapter) or the base model."
+                f"{name} is part of a PEFT adapter layer ({wrapper}: {kind}), whose masks or deltas "
+                "change what the projection computes; attribute the merged model "
+                "(peft_model.merge_and_unload(), on a copy to keep the adapter) or the base model."
             )
         if level in ("weight", "neuron") and not is_projection(module):
             raise ValueError(
