@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--same-references", action="store_true", help="keep the base model's references")
     parser.add_argument("--focus", default="words", choices=["continuation", "words"])
     parser.add_argument("--protect", type=float, default=CorrectionSettings().protect_general)
+    parser.add_argument("--final-only", action="store_true", help="measure only after the last round")
     args = parser.parse_args(argv)
 
     experiment = ToxicityExperiment(args)
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> dict:
             undesired=undesired, general=general, count=args.count, protect_general=args.protect
         )
         masks = new if masks is None else masks.union(new)
+        if args.final_only and round_ < args.rounds:
+            print(f"round {round_}: {masks.total()} neurons cut", flush=True)
+            continue
         peft_model = hf_sparc.apply_masks(model, masks, adapter_name="cut")
         try:
             row = experiment.measure(peft_model)
