@@ -12,15 +12,17 @@ import hf_sparc
 from hf_sparc.attribution import METHODS, lrp_rules
 
 
-def _target_logit_sums(model, tokenizer, texts):
-    """Σ_t logit[t, y_{t+1}] per text, from a plain forward of the unpatched model."""
+def _target_logit_sums(model, tokenizer, texts, centered: bool = False):
+    """Σ_t logit[t, y_{t+1}] per text (``centered``: minus the mean logit at t), from a plain
+    forward of the unpatched model."""
     sums = []
     for text in texts:
         ids = tokenizer(text, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0]
-        sums.append(float(logits[:-1].gather(1, ids[0, 1:, None]).sum()))
-    return torch.tensor(sums)
+            logits = model(input_ids=ids).logits[0, :-1].double()
+        targets = logits.gather(1, ids[0, 1:, None])[:, 0]
+        sums.append(float((targets - logits.mean(-1) if centered else targets).sum()))
+    return torch.tensor(sums, dtype=torch.double)
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -56,17 +58,11 @@ def test_centered_next_token_objective_explains_logit_minus_mean_logit(tokenizer
     rel = hf_sparc.attribute(
         model, TEXTS, tokenizer=tokenizer, method="cp-lrp", level="token", objective="next_token_centered"
     )
-    expected = []
-    for text in TEXTS:
-        ids = tokenizer(text, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, :-1].double()
-        expected.append(float((logits.gather(1, ids[0, 1:, None])[:, 0] - logits.mean(-1)).sum()))
-    expected = torch.tensor(expected, dtype=torch.double)
+    expected = _target_logit_sums(model, tokenizer, TEXTS, centered=True)
     assert _relative_error(torch.tensor(rel.info.outputs, dtype=torch.double), expected) < 1e-5
     totals = torch.stack([t.sum() for t in rel.per_text()]).double()
     assert _relative_error(totals, expected) < 1e-4
-    plain = _target_logit_sums(model, tokenizer, TEXTS).double()
+    plain = _target_logit_sums(model, tokenizer, TEXTS)
     assert _relative_error(expected, plain) > 1e-2  # the centring changes what is explained
 
 
