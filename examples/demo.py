@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     s = result.settings
     insight_notes = hf_sparc.insight.correction_notes(
         corrected, tokenizer, result.masks, result.reference_pairs.contexts(), out,
-        batch_size=s.batch_size, max_length=s.max_length + s.max_new_tokens,
+        batch_size=s.batch_size, max_length=s.reference_max_length,
     )  # fmt: skip
     result.save(
         out,

@@ -93,6 +93,12 @@ class CorrectionSettings:
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def reference_max_length(self) -> int:
+        """Token budget of an undesired reference: a prompt of up to ``max_length`` tokens plus
+        the ``max_new_tokens`` the model wrote after it, so no prompt token is cut."""
+        return self.max_length + self.max_new_tokens
+
 
 @dataclass
 class CorrectionResult:
@@ -269,11 +275,7 @@ class _Experiment:
             max_length=s.max_length,
             batch_size=max(1, s.batch_size // 2),
         )
-        # A reference is a prompt plus up to max_new_tokens generated tokens: this length keeps the
-        # whole prompt as context (tokenize would otherwise drop prompt tokens from the left).
-        undesired = attribute(
-            model, list(self.references), **{**common, "max_length": s.max_length + s.max_new_tokens}
-        )
+        undesired = attribute(model, list(self.references), **common | {"max_length": s.reference_max_length})
         general = attribute(model, self.general, **common)
 
         def contrastive(count: int) -> Masks:

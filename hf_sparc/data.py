@@ -37,7 +37,7 @@ class Sample:
 
     @property
     def n_explained(self) -> int:
-        # An empty continuation leaves nothing to explain (never a negative count).
+        # An empty text has no first token to predict from (never a negative count).
         return max(0, len(self.input_ids) - max(self.explain_from, 1))
 
 

@@ -83,7 +83,7 @@ def _run_behavior(args: argparse.Namespace) -> None:
         save_adapter(corrected, output.work, overwrite=True, metrics=result.rows[settings.method])
         notes = insight.correction_notes(
             corrected, tokenizer, result.masks, result.reference_pairs.contexts(), output.work,
-            batch_size=settings.batch_size, max_length=settings.max_length + settings.max_new_tokens,
+            batch_size=settings.batch_size, max_length=settings.reference_max_length,
         )  # fmt: skip
         result.save(
             output.work, f"{settings.behavior} correction of {args.model}", notes, {"model": args.model}

@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> None:
             save_adapter(corrected, output.work / "adapter", metrics=result.pick.metrics)
             notes = insight.correction_notes(
                 corrected, tokenizer, result.pick_masks, result.reference_pairs.contexts(), output.work,
-                batch_size=settings.batch_size, max_length=settings.max_length + settings.max_new_tokens,
+                batch_size=settings.batch_size, max_length=settings.reference_max_length,
             )  # fmt: skip
         result.save(output.work, f"{settings.behavior} sweep of {args.model}", notes)
     print(result.table())
