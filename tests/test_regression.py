@@ -31,7 +31,11 @@ UNDESIRED = [
 
 # (method, level, objective, absolute): every signal at every level it serves, plus the objectives
 CASES = [
-    *((m, lvl, "next_token", False) for m in ("lrp", "cp-lrp", "gradient") for lvl in ("weight", "neuron", "head")),
+    *(
+        (method, level, "next_token", False)
+        for method in ("lrp", "cp-lrp", "gradient")
+        for level in ("weight", "neuron", "head")
+    ),
     ("lrp", "token", "next_token", False),
     ("lrp", "neuron", "next_token_centered", False),
     ("lrp", "neuron", "last_token_max", False),
