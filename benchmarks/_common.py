@@ -15,10 +15,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 import hf_sparc
-from hf_sparc.assets import builtin_dataset, default_model_path
-from hf_sparc.behavior import focus_on_words
-from hf_sparc.correction import CorrectionSettings
+from hf_sparc.behaviors import focus_on_words
+from hf_sparc.data import builtin_dataset, default_model_path
 from hf_sparc.metrics import perplexity, toxicity
+from hf_sparc.workflows.correction import CorrectionSettings
 
 # SmolLM2-135M's shape: the default real model, as a random-init stand-in.
 SMOLLM2_SHAPE = dict(

@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.model == "builtin":
-        from hf_sparc.assets import default_model_path
+        from hf_sparc.data import default_model_path
 
         args.model = str(default_model_path())
     model = load_model(args.model)

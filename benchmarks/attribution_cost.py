@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model == "builtin":
-        from hf_sparc.assets import default_model_path
+        from hf_sparc.data import default_model_path
 
         args.model = str(default_model_path())
     if args.case:

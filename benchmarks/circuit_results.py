@@ -16,8 +16,8 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_sparc import assets
-from hf_sparc.circuits import discover_circuit, ioi_dataset, plot_curves
+from hf_sparc import data as assets
+from hf_sparc.workflows.circuits import discover_circuit, ioi_dataset, plot_curves
 
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_sparc import assets
-from hf_sparc.compression import COMPRESSION_METHODS, COMPRESSION_SCOPES, compare_compression
+from hf_sparc import data as assets
+from hf_sparc.workflows.compression import COMPRESSION_METHODS, COMPRESSION_SCOPES, compare_compression
 
 
 def main() -> None:

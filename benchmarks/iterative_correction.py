@@ -23,7 +23,7 @@ from pathlib import Path
 from _common import ToxicityExperiment, add_toxicity_arguments, print_deltas
 
 import hf_sparc
-from hf_sparc.correction import CorrectionSettings
+from hf_sparc.workflows.correction import CorrectionSettings
 
 
 def main(argv: list[str] | None = None) -> dict:

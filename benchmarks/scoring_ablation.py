@@ -21,7 +21,7 @@ from _common import ToxicityExperiment, add_toxicity_arguments, print_deltas
 
 import hf_sparc
 from hf_sparc.attribution import OBJECTIVES
-from hf_sparc.correction import CorrectionSettings
+from hf_sparc.workflows.correction import CorrectionSettings
 
 # name -> (signed or |R| per token, normalise per explained token, protect_general)
 RULES = {
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--focus",
         default="continuation",
         choices=["continuation", "words"],
-        help="explain every continuation token, or only the toxic words (hf_sparc.behavior.focus_on_words)",
+        help="explain every continuation token, or only the toxic words (hf_sparc.behaviors.focus_on_words)",
     )
     parser.add_argument("--objective", default="next_token", choices=OBJECTIVES, help="what is explained")
     args = parser.parse_args(argv)

@@ -18,8 +18,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sparc
-from hf_sparc.assets import DEFAULT_MODEL, available_models, builtin_dataset, default_model_path
-from hf_sparc.correction import CorrectionSettings
+from hf_sparc.data import DEFAULT_MODEL, available_models, builtin_dataset, default_model_path
+from hf_sparc.workflows.correction import CorrectionSettings
 
 Measure = Callable[..., dict[str, float]]
 
@@ -130,7 +130,7 @@ def add_correction_arguments(
     level: str = "neuron",
     focus: str,
 ) -> None:
-    """Options of a correction run; sizes default to ``hf_sparc.correction.CorrectionSettings``'s
+    """Options of a correction run; sizes default to ``hf_sparc.workflows.correction.CorrectionSettings``'s
     (sized for a 2-core CPU and SmolLM2-135M, as in ``examples/demo.py``)."""
     sizes = CorrectionSettings()
     amount = parser.add_mutually_exclusive_group()

@@ -22,9 +22,9 @@ from _common import HelpFormatter, same_logits
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sparc
-from hf_sparc.assets import builtin_dataset, default_model_path
-from hf_sparc.correction import CorrectionSettings, run_correction
-from hf_sparc.export import save_adapter
+from hf_sparc.data import builtin_dataset, default_model_path
+from hf_sparc.tuner.export import save_adapter
+from hf_sparc.workflows.correction import CorrectionSettings, run_correction
 
 QUICK = dict(
     n_candidates=48, n_general=16, n_eval_prompts=32, n_eval_texts=16, random_seeds=2, controls=("random",)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     identical = same_logits(corrected, reloaded, tokenizer, probes)
 
     s = result.settings
-    insight_notes = hf_sparc.insight.correction_notes(
+    insight_notes = hf_sparc.workflows.insight.correction_notes(
         corrected, tokenizer, result.masks, result.reference_pairs.contexts(), out,
         batch_size=s.batch_size, max_length=s.reference_max_length,
     )  # fmt: skip

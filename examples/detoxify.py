@@ -10,7 +10,7 @@ Workflow:
 3. General references: --general built-in BoolQ passages (reference split).
 4. LRP relevance of every MLP neuron on both sets: ``hf_sparc.attribute(..., method="lrp",
    level="neuron")``; of the toxic pairs only the toxic words are explained
-   (``hf_sparc.behavior.focus_on_words``; ``--focus continuation``: every continuation token).
+   (``hf_sparc.behaviors.focus_on_words``; ``--focus continuation``: every continuation token).
 5. Cut the --count neurons most specific to toxicity (``hf_sparc.select_contrastive``, paper
    Eq. 7) as a mask adapter: ``hf_sparc.apply_masks``.
 6. Measure toxic rate / mean toxicity of continuations of held-out toxic prompts and perplexity
@@ -33,7 +33,7 @@ from typing import Any
 from _common import Behavior, add_correction_arguments, make_parser, run_correction
 
 import hf_sparc
-from hf_sparc.correction import DEFAULT_FOCUS, CorrectionSettings
+from hf_sparc.workflows.correction import DEFAULT_FOCUS, CorrectionSettings
 
 
 def measure_toxicity(model, tokenizer, prompts, **generation) -> dict[str, float]:
@@ -56,7 +56,7 @@ TOXICITY = Behavior(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = make_parser(__doc__, prog="detoxify.py")
-    # As hf_sparc.correction: threshold 0.5 (alt-profanity-check scores are bimodal, so the paper's
+    # As hf_sparc.workflows.correction: threshold 0.5 (alt-profanity-check scores are bimodal, so the paper's
     # Perspective 0.9 keeps few continuations); 138 neurons = 0.3% of SmolLM2's 46,080 MLP neurons.
     sizes = CorrectionSettings()
     add_correction_arguments(

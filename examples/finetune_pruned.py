@@ -35,7 +35,7 @@ from transformers.pytorch_utils import Conv1D
 import hf_sparc
 from hf_sparc import SparcConfig, SparcPruner
 from hf_sparc.architectures import attention_output_name, get_architecture, layer_part_names
-from hf_sparc.assets import builtin_dataset
+from hf_sparc.data import builtin_dataset
 
 DEFAULT_COUNTS = {"neuron": 768, "head": 27}
 LORA_PARTS = ("query", "value", "fused_qkv", "attention_output", "mlp_up")

@@ -45,7 +45,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 import hf_sparc
-from hf_sparc.assets import DEFAULT_MODEL
+from hf_sparc.data import DEFAULT_MODEL
 
 PROBES = [
     "The quick brown fox jumps over the lazy dog.",

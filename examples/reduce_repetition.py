@@ -29,7 +29,7 @@ from _common import Behavior, add_correction_arguments, make_parser, run_correct
 
 import hf_sparc
 from hf_sparc.architectures import get_architecture, layer_part_names
-from hf_sparc.correction import DEFAULT_FOCUS
+from hf_sparc.workflows.correction import DEFAULT_FOCUS
 
 PAPER_FRACTION = 0.0003  # ~0.03% of the fc1 weights (paper, OPT)
 

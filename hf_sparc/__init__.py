@@ -4,18 +4,19 @@ Compute LRP relevance of weights, neurons and heads on reference texts, contrast
 with general behaviour, and ship the cut as a PEFT-style mask adapter.
 """
 
-from hf_sparc import circuits, compression, correction, insight, metrics, sweep
+from hf_sparc import data, metrics
 from hf_sparc.architectures import supported_model_types
 from hf_sparc.attribution import attribute, lrp_rules
-from hf_sparc.behavior import BehaviorSet, behavior_references, focus_on_words
-from hf_sparc.export import export_ia3, export_merged, save_adapter
-from hf_sparc.hub import model_card, push_to_hub
+from hf_sparc.behaviors import BehaviorSet, behavior_references, focus_on_words
 from hf_sparc.masks import Masks, MaskSummary
-from hf_sparc.pruner import SparcConfig, SparcPruner
 from hf_sparc.relevance import Relevance, RelevanceInfo
 from hf_sparc.selection import select, select_contrastive
 from hf_sparc.tuner import SparcAdapterConfig
+from hf_sparc.tuner.export import export_ia3, export_merged, save_adapter
+from hf_sparc.tuner.hub import model_card, push_to_hub
 from hf_sparc.tuner.model import apply_masks
+from hf_sparc.workflows import circuits, compression, correction, insight, sweep
+from hf_sparc.workflows.pruner import SparcConfig, SparcPruner
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "circuits",
     "compression",
     "correction",
+    "data",
     "export_ia3",
     "export_merged",
     "focus_on_words",

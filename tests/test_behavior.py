@@ -1,4 +1,4 @@
-"""hf_sparc.behavior: reference sets from the model's own continuations, on tiny random models."""
+"""hf_sparc.behaviors: reference sets from the model's own continuations, on tiny random models."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 from conftest import TEXTS, make_model
 
-from hf_sparc.behavior import BehaviorSet, behavior_references, focus_on_words
+from hf_sparc.behaviors import BehaviorSet, behavior_references, focus_on_words
 from hf_sparc.data import tokenize
 from hf_sparc.metrics import generate_continuations, response_uniqueness_ratio
 

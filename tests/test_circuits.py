@@ -1,4 +1,4 @@
-"""hf_sparc.circuits: the IOI generator, task scores, the pruning curve and the circuit adapter."""
+"""hf_sparc.workflows.circuits: the IOI generator, task scores, the pruning curve and the circuit adapter."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 import hf_sparc
-from hf_sparc import circuits, insight
 from hf_sparc.metrics import metric_path
 from hf_sparc.metrics._common import pad_batch
+from hf_sparc.workflows import circuits, insight
 
 # single tokens of the tiny test tokenizer (the template words become <unk>, which is fine)
 NAMES = ["cat", "dog", "mat", "house", "world", "hello"]

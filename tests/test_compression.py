@@ -1,4 +1,4 @@
-"""hf_sparc.compression: exactly ⌊s·n⌋ weights per scope, lowest scores first, side-by-side comparison."""
+"""hf_sparc.workflows.compression: exactly ⌊s·n⌋ weights per scope, lowest scores first, side by side."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TEXTS, make_model
 
-from hf_sparc.compression import (
+from hf_sparc.workflows.compression import (
     compare_compression,
     compression_masks,
     masks_at_sparsity,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_model
 
-from hf_sparc.correction import CorrectionSettings, plot, run_correction
+from hf_sparc.workflows.correction import CorrectionSettings, plot, run_correction
 
 # Sizes that keep a whole correction experiment on a tiny model within seconds.
 SMALL = dict(

@@ -1,4 +1,4 @@
-"""hf_sparc.insight: top contexts of pruned units, adapter masks, markdown/JSON, layer plot."""
+"""hf_sparc.workflows.insight: top contexts of pruned units, adapter masks, markdown/JSON, layer plot."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from conftest import TEXTS, make_model
 from peft import PeftModel
 
 import hf_sparc
-from hf_sparc import insight
+from hf_sparc.workflows import insight
 
 
 def _masks(model, tokenizer, level: str, count: int = 3):

@@ -49,7 +49,7 @@ def test_fit_prune_save_load_reselect_without_reattributing(tmp_path, tokenizer,
     def no_attribution(*args, **kwargs):
         raise AssertionError("relevance was recomputed")
 
-    monkeypatch.setattr("hf_sparc.pruner.attribute", no_attribution)
+    monkeypatch.setattr("hf_sparc.workflows.pruner.attribute", no_attribution)
     loaded = SparcPruner.from_pretrained(tmp_path)
     assert loaded.config == pruner.config
     assert dict(loaded.masks.items()).keys() == dict(pruner.masks.items()).keys()

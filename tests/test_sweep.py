@@ -11,8 +11,8 @@ from test_correction import SMALL
 from transformers import AutoModelForCausalLM
 
 from hf_sparc.cli import main
-from hf_sparc.correction import CorrectionSettings
-from hf_sparc.sweep import run_sweep
+from hf_sparc.workflows.correction import CorrectionSettings
+from hf_sparc.workflows.sweep import run_sweep
 
 SMALL_OPTIONS = ["--candidates", "4", "--n-general", "4", "--eval-prompts", "4", "--eval-texts", "4",
                  "--max-new-tokens", "4", "--max-length", "16", "--batch-size", "4"]  # fmt: skip

@@ -10,14 +10,14 @@ from torch import nn
 
 from hf_sparc.architectures.base import ArchitectureSpec
 from hf_sparc.architectures.gemma3 import GEMMA3
-from hf_sparc.architectures.gpt2 import GPT2
-from hf_sparc.architectures.llama import LLAMA
-from hf_sparc.architectures.modules import (
+from hf_sparc.architectures.geometry import (
     attention_output_name,
     decoder_layers,
     is_projection,
     layer_part_names,
 )
+from hf_sparc.architectures.gpt2 import GPT2
+from hf_sparc.architectures.llama import LLAMA
 from hf_sparc.architectures.opt import OPT
 
 _REGISTRY: tuple[ArchitectureSpec, ...] = (LLAMA, OPT, GPT2, GEMMA3)

@@ -21,7 +21,7 @@ import torch
 
 from hf_sparc._files import load_tensors, save_tensors
 from hf_sparc.attribution.distributed import Shard
-from hf_sparc.data import Sample
+from hf_sparc.data.batching import Sample
 
 _METADATA_KEY = "hf_sparc.attribution_checkpoint"
 _FORMAT_VERSION = 1
@@ -32,7 +32,7 @@ class AccumulatorState:
     """Everything a run has accumulated so far.
 
     Attributes:
-        sums: Per-module float64 sums (the :class:`~hf_sparc.attribution.collect.Collector`'s).
+        sums: Per-module float64 sums (the :class:`~hf_sparc.attribution.collector.Collector`'s).
         n_real: Real (non-padding) tokens seen.
         done: Batches of this process finished.
         outputs: Explained output of each text, by global batch index.

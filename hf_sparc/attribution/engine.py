@@ -16,12 +16,13 @@ from transformers.utils import logging as hf_logging
 
 from hf_sparc.architectures import ArchitectureSpec, decoder_layers, get_architecture, unwrap_model
 from hf_sparc.attribution.checkpoint import AccumulatorState, CheckpointStore, run_fingerprint
-from hf_sparc.attribution.collect import Collector, data_free_scores, resolve_targets
+from hf_sparc.attribution.collector import Collector, data_free_scores, resolve_targets
 from hf_sparc.attribution.distributed import Shard, current_shard
-from hf_sparc.attribution.methods import get_method
-from hf_sparc.attribution.placement import check_loaded, execution_device, parameter
-from hf_sparc.attribution.rules import InstancePatches, lrp_rules
-from hf_sparc.data import Batch, Sample, TextsLike, batches, tokenize
+from hf_sparc.attribution.lrp import lrp_rules
+from hf_sparc.attribution.offload import check_loaded, execution_device, parameter
+from hf_sparc.attribution.patches import InstancePatches
+from hf_sparc.attribution.signals import get_method
+from hf_sparc.data.batching import Batch, Sample, TextsLike, batches, tokenize
 from hf_sparc.relevance import Relevance, RelevanceInfo
 
 OBJECTIVES = ("next_token", "next_token_centered", "last_token_max")

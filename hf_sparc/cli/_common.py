@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hf_sparc.attribution.methods import METHODS
+from hf_sparc.attribution.signals import METHODS
 
 DTYPES = ("float32", "bfloat16", "float16")
 BATCH_SIZE, MAX_LENGTH = 8, 128
@@ -36,9 +36,9 @@ def load_model(model: str, device: str = "cpu", dtype: str = "float32"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_sparc import assets
+    from hf_sparc.data.models import available_models, default_model_path
 
-    path = str(assets.default_model_path(model)) if model in assets.available_models() else model
+    path = str(default_model_path(model)) if model in available_models() else model
     tokenizer = AutoTokenizer.from_pretrained(path)
     loaded = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     return loaded.to(device).eval(), tokenizer
@@ -96,7 +96,7 @@ class Output:
 
 def write_report(folder: Path, report: dict[str, Any]) -> None:
     """``report.md`` and ``report.json``; the JSON is the success marker, so write it last."""
-    from hf_sparc.report import render_markdown
+    from hf_sparc.reports.markdown import render_markdown
 
     (folder / "report.md").write_text(render_markdown(report))
     (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -106,8 +106,8 @@ def evaluation_perplexity(model, tokenizer, spec: str | None, args: argparse.Nam
     """Perplexity on the texts of ``spec`` (evaluation split of built-ins), or None without a spec."""
     if spec is None:
         return None
+    from hf_sparc.data.sources import load_texts, plain_texts
     from hf_sparc.metrics import perplexity
-    from hf_sparc.sources import load_texts, plain_texts
 
     texts = plain_texts(load_texts(spec, default_split="evaluation"))
     return perplexity(
@@ -133,7 +133,7 @@ def add_model_options(
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype")
     if experiment:
-        from hf_sparc.correction import CorrectionSettings
+        from hf_sparc.workflows.correction import CorrectionSettings
 
         batch, length = None, None
         batch_help = f"texts per pass (default {BATCH_SIZE}; with --behavior {CorrectionSettings.batch_size})"
@@ -209,7 +209,7 @@ def pruning_report(pruner, model_name: str, before, after, references: dict[str,
 
 def save_pruning_run(folder: Path, pruner, peft_model, report: dict[str, Any]) -> None:
     """Adapter, pruner state (config + relevance) and report into ``folder``."""
-    from hf_sparc.export import save_adapter
+    from hf_sparc.tuner.export import save_adapter
 
     save_adapter(peft_model, folder, overwrite=True, metrics=report.get("metrics_after"))
     pruner.save_pretrained(folder)
@@ -217,9 +217,9 @@ def save_pruning_run(folder: Path, pruner, peft_model, report: dict[str, Any]) -
 
 
 def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
-    """Options of the built-in behaviour experiment (``hf_sparc.correction.CorrectionSettings``)."""
-    from hf_sparc.correction import CONTROLS
-    from hf_sparc.correction import CorrectionSettings as S
+    """Options of the built-in behaviour experiment (``hf_sparc.workflows.correction.CorrectionSettings``)."""
+    from hf_sparc.workflows.correction import CONTROLS
+    from hf_sparc.workflows.correction import CorrectionSettings as S
 
     group = parser.add_argument_group("built-in behaviour experiment")
     group.add_argument(
@@ -266,7 +266,7 @@ def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False)
 
 def experiment_settings(args: argparse.Namespace):
     """``CorrectionSettings`` from the options of :func:`add_experiment_options` and the model options."""
-    from hf_sparc.correction import CorrectionSettings
+    from hf_sparc.workflows.correction import CorrectionSettings
 
     defaults = CorrectionSettings()
     return CorrectionSettings(

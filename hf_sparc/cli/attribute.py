@@ -19,7 +19,7 @@ from hf_sparc.cli._common import (
 
 def _run(args: argparse.Namespace) -> None:
     from hf_sparc import attribute
-    from hf_sparc.sources import load_texts
+    from hf_sparc.data.sources import load_texts
 
     if Path(args.output).exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it.")

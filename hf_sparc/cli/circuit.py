@@ -17,9 +17,9 @@ from hf_sparc.cli._common import Formatter, Output, add_model_options, add_outpu
 
 
 def _task(args: argparse.Namespace, tokenizer) -> tuple[list, list]:
-    from hf_sparc.assets import split_items
-    from hf_sparc.circuits import ioi_dataset
-    from hf_sparc.sources import load_texts
+    from hf_sparc.data.builtin import split_items
+    from hf_sparc.data.sources import load_texts
+    from hf_sparc.workflows.circuits import ioi_dataset
 
     if args.task == "ioi":
         return (
@@ -68,7 +68,7 @@ def _report_markdown(report: dict) -> str:
 
 def _run(args: argparse.Namespace) -> None:
     from hf_sparc import apply_masks, save_adapter
-    from hf_sparc.circuits import discover_circuit, plot_curves
+    from hf_sparc.workflows.circuits import discover_circuit, plot_curves
 
     with Output(args.output, args.overwrite) as output:
         model, tokenizer = load_model(args.model, args.device, args.dtype)

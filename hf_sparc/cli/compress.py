@@ -47,8 +47,8 @@ def _report_markdown(report: dict) -> str:
 
 def _run(args: argparse.Namespace) -> None:
     from hf_sparc import apply_masks, export_merged, save_adapter
-    from hf_sparc.compression import COMPRESSION_METHODS, check_sparsity, compare_compression
-    from hf_sparc.sources import load_texts, plain_texts
+    from hf_sparc.data.sources import load_texts, plain_texts
+    from hf_sparc.workflows.compression import COMPRESSION_METHODS, check_sparsity, compare_compression
 
     check_sparsity(args.sparsity)
     if args.n_reference < 1 or args.n_eval < 1:
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from hf_sparc.compression import COMPRESSION_METHODS, COMPRESSION_SCOPES
+    from hf_sparc.workflows.compression import COMPRESSION_METHODS, COMPRESSION_SCOPES
 
     parser = commands.add_parser(
         "compress",

@@ -70,10 +70,10 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _run_behavior(args: argparse.Namespace) -> None:
-    from hf_sparc import insight
-    from hf_sparc.correction import run_correction
-    from hf_sparc.export import save_adapter
+    from hf_sparc.tuner.export import save_adapter
     from hf_sparc.tuner.model import apply_masks
+    from hf_sparc.workflows import insight
+    from hf_sparc.workflows.correction import run_correction
 
     settings = experiment_settings(args)
     with Output(args.output, args.overwrite) as output:
@@ -94,7 +94,7 @@ def _run_behavior(args: argparse.Namespace) -> None:
 
 def _run_references(args: argparse.Namespace) -> None:
     from hf_sparc import SparcPruner
-    from hf_sparc.sources import load_texts
+    from hf_sparc.data.sources import load_texts
 
     with Output(args.output, args.overwrite) as output:
         undesired = load_texts(args.undesired) if args.undesired else None

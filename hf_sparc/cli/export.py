@@ -12,7 +12,7 @@ from hf_sparc.cli._common import Formatter, add_model_options, add_output_option
 def _run(args: argparse.Namespace) -> None:
     from peft import PeftModel
 
-    from hf_sparc.export import export_ia3, export_merged
+    from hf_sparc.tuner.export import export_ia3, export_merged
 
     if not Path(args.adapter, "adapter_config.json").is_file():
         raise FileNotFoundError(f"{args.adapter} holds no adapter_config.json.")

@@ -24,8 +24,8 @@ from hf_sparc.cli._common import (
 def _run(args: argparse.Namespace) -> None:
     from peft import PeftModel
 
-    from hf_sparc import insight
-    from hf_sparc.sources import load_texts, plain_texts
+    from hf_sparc.data.sources import load_texts, plain_texts
+    from hf_sparc.workflows import insight
 
     config_file = Path(args.adapter, "adapter_config.json")
     if not config_file.is_file():

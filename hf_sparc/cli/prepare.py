@@ -15,21 +15,21 @@ from hf_sparc.cli._common import Formatter
 
 
 def _run(args: argparse.Namespace) -> None:
-    from hf_sparc import assets
+    from hf_sparc.data import builtin_dataset, builtin_datasets, default_model_path
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.models:
         start = time.perf_counter()
-        path = assets.default_model_path(name)
+        path = default_model_path(name)
         print(f"model {name}: {path} ({time.perf_counter() - start:.1f} s)")
-    for name in assets.builtin_datasets():
-        reference = assets.builtin_dataset(name, "reference")
-        evaluation = assets.builtin_dataset(name, "evaluation")
+    for name in builtin_datasets():
+        reference = builtin_dataset(name, "reference")
+        evaluation = builtin_dataset(name, "evaluation")
         print(f"dataset {name}: {len(reference)} reference + {len(evaluation)} evaluation items")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from hf_sparc.assets import DEFAULT_MODEL, available_models
+    from hf_sparc.data.models import DEFAULT_MODEL, available_models
 
     parser = commands.add_parser(
         "prepare",

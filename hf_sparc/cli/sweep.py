@@ -17,10 +17,10 @@ from hf_sparc.cli._common import (
 
 
 def _run(args: argparse.Namespace) -> None:
-    from hf_sparc import insight
-    from hf_sparc.export import save_adapter
-    from hf_sparc.sweep import run_sweep
+    from hf_sparc.tuner.export import save_adapter
     from hf_sparc.tuner.model import apply_masks
+    from hf_sparc.workflows import insight
+    from hf_sparc.workflows.sweep import run_sweep
 
     settings = experiment_settings(args)
     with Output(args.output, args.overwrite) as output:

@@ -166,7 +166,7 @@ def apply_masks(model: nn.Module, masks: Masks, adapter_name: str = "default") -
     """
     from peft import get_peft_model, set_peft_model_state_dict
 
-    from hf_sparc.export import guard_save_pretrained
+    from hf_sparc.tuner.export import guard_save_pretrained
 
     spec = get_architecture(model)
     base = unwrap_model(model)

@@ -14,7 +14,7 @@ import torch
 from conftest import TEXTS, make_model
 
 import hf_sparc
-from hf_sparc.sources import load_texts
+from hf_sparc.data.sources import load_texts
 
 
 def _write(path: Path, lines: list[bytes]) -> str:

@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from hf_sparc import Masks, Relevance, SparcConfig, SparcPruner
-from hf_sparc.pruner import CONFIG_NAME, MASKS_NAME, RELEVANCE_NAMES
 from hf_sparc.tuner import SparcAdapterConfig
+from hf_sparc.workflows.pruner import CONFIG_NAME, MASKS_NAME, RELEVANCE_NAMES
 from reliability.helpers import CLEAN_ERRORS, Saved, assert_bit_identical, logits, snapshot
 
 CORRUPTION = settings(

@@ -22,7 +22,7 @@ from torch import nn
 
 from hf_sparc.architectures import unwrap_model
 from hf_sparc.attribution import attribute
-from hf_sparc.data import TextsLike
+from hf_sparc.data.batching import TextsLike
 from hf_sparc.masks import Masks
 from hf_sparc.metrics import perplexity
 from hf_sparc.relevance import Relevance

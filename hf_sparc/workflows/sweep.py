@@ -18,9 +18,14 @@ from typing import Any
 
 from torch import nn
 
-from hf_sparc.behavior import BehaviorSet
-from hf_sparc.correction import HIGHER_IS_BETTER, CorrectionSettings, mean_and_sd, prepare_experiment
+from hf_sparc.behaviors import BehaviorSet
 from hf_sparc.masks import Masks
+from hf_sparc.workflows.correction import (
+    HIGHER_IS_BETTER,
+    CorrectionSettings,
+    mean_and_sd,
+    prepare_experiment,
+)
 
 
 @dataclass

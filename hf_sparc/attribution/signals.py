@@ -1,6 +1,6 @@
 """Registry of attribution methods: which signal each computes and which levels it serves.
 
-A *signal* is how a component is scored (see :mod:`hf_sparc.attribution.collect`):
+A *signal* is how a component is scored (see :mod:`hf_sparc.attribution.collector`):
 
 * ``relevance``: activation ⊙ gradient of the explained output — LRP relevance when LRP rules
   are active (``rules``), plain Gradient×Input otherwise.

@@ -5,7 +5,7 @@ A SPEC is one of:
 * a local file: ``.txt`` (one text per line), ``.jsonl`` (one JSON object or string per line),
   ``.csv`` (rows as dicts; needs a header);
 * a built-in set: ``toxic-prompts``, ``general``, ``repetition-prompts``, optionally with a split,
-  e.g. ``general:evaluation`` (default split: ``reference``; see :mod:`hf_sparc.assets`);
+  e.g. ``general:evaluation`` (default split: ``reference``; see :mod:`hf_sparc.data.builtin`);
 * a ``datasets`` spec ``name[:config][:split][:column]`` (needs the Hub or a local cache).
 """
 
@@ -16,6 +16,8 @@ import json
 import warnings
 from pathlib import Path
 from typing import Any
+
+from hf_sparc.data.builtin import builtin_dataset, builtin_datasets
 
 _SPLITS = ("reference", "evaluation", "all")
 
@@ -82,19 +84,17 @@ def plain_texts(items: list[Any], text_column: str = "text") -> list[str]:
 
 def load_texts(spec: str, *, default_split: str = "reference", seed: int = 0) -> list[Any]:
     """Load the texts (or dicts) that ``spec`` names; raises a one-line error when it can't."""
-    from hf_sparc import assets
-
     path = Path(spec)
     if path.exists():
         if path.is_dir():
             raise ValueError(f"{spec} is a directory; give a .txt, .jsonl or .csv file.")
         return _read_file(path)
     name, _, split = spec.partition(":")
-    if name in assets.builtin_datasets():
+    if name in builtin_datasets():
         split = split or default_split
         if split not in _SPLITS:
             raise ValueError(f"Unknown split {split!r} in {spec!r}; expected one of {list(_SPLITS)}.")
-        return list(assets.builtin_dataset(name, split=split, seed=seed))
+        return list(builtin_dataset(name, split=split, seed=seed))
     if path.suffix.lower() in (".txt", ".jsonl", ".csv") or ("/" in spec and path.parent.exists()):
         raise FileNotFoundError(f"No such file: {spec}")
     return _load_dataset(spec)
@@ -107,14 +107,12 @@ def _load_dataset(spec: str) -> list[Any]:
     name, config, split, column = (parts + [None] * 4)[:4]
     import datasets
 
-    from hf_sparc import assets
-
     try:
         dataset = datasets.load_dataset(name, config or None, split=split or "train")
     except Exception as error:  # datasets raises many types for unreachable / unknown data
         raise ValueError(
             f"Could not load {spec!r}: not a local file, not a built-in "
-            f"({', '.join(assets.builtin_datasets())}), and datasets failed: {str(error).splitlines()[0]}"
+            f"({', '.join(builtin_datasets())}), and datasets failed: {str(error).splitlines()[0]}"
         ) from error
     if column:
         if column not in dataset.column_names:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
-from hf_sparc.export import save_adapter
 from hf_sparc.masks import MaskSummary, ModuleSummary
+from hf_sparc.tuner.export import save_adapter
 from hf_sparc.tuner.layer import SparcLayer
 
 if TYPE_CHECKING:

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from hf_sparc.architectures import attention_output_name, get_architecture, unwrap_model
-from hf_sparc.data import TextsLike, batches, tokenize
+from hf_sparc.data.batching import TextsLike, batches, tokenize
 from hf_sparc.masks import Masks
 from hf_sparc.metrics._common import eval_mode, progress_bar
 

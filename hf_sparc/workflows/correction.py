@@ -23,10 +23,10 @@ from typing import Any
 
 from torch import nn
 
-from hf_sparc.assets import builtin_dataset
 from hf_sparc.attribution import attribute
-from hf_sparc.attribution.methods import METHODS, get_method
-from hf_sparc.behavior import Behavior, BehaviorSet, Focus
+from hf_sparc.attribution.signals import METHODS, get_method
+from hf_sparc.behaviors.references import Behavior, BehaviorSet, Focus
+from hf_sparc.data.builtin import builtin_dataset
 from hf_sparc.masks import Masks
 from hf_sparc.metrics._common import progress_bar
 from hf_sparc.selection import select, select_contrastive
@@ -309,10 +309,10 @@ def prepare_experiment(
 ) -> _Experiment:
     """Validate ``settings``, load the built-in splits and build the behaviour references.
 
-    Shared by :func:`run_correction` and :func:`hf_sparc.sweep.run_sweep`: raises before any
+    Shared by :func:`run_correction` and :func:`hf_sparc.workflows.sweep.run_sweep`: raises before any
     generation when a behaviour or control is unknown or cannot score the level.
     """
-    from hf_sparc.behavior import behavior_references, focus_on_words
+    from hf_sparc.behaviors import behavior_references, focus_on_words
 
     s = settings or CorrectionSettings()
     if s.behavior not in _BEHAVIORS:

@@ -75,11 +75,11 @@ def save_adapter(
         overwrite: Replace adapter files and README.md already in ``save_directory``; without it
             an existing adapter there raises ``FileExistsError`` and nothing is written, and an
             existing README.md is kept.
-        repo_id, metrics, reference_data: For the model card (see :func:`hf_sparc.hub.model_card`).
+        repo_id, metrics, reference_data: For the model card (see :func:`hf_sparc.tuner.hub.model_card`).
     """
     from peft import get_peft_model_state_dict
 
-    from hf_sparc.hub import model_card
+    from hf_sparc.tuner.hub import model_card
 
     name = adapter_name or _single_active(peft_model)
     refuse_existing_adapter(save_directory, overwrite)

@@ -19,8 +19,8 @@ from transformers import TrainerCallback
 from hf_sparc._files import write_group
 from hf_sparc.architectures import attention_output_name, get_architecture, unwrap_model
 from hf_sparc.attribution import attribute
-from hf_sparc.attribution.methods import get_method
-from hf_sparc.data import TextsLike
+from hf_sparc.attribution.signals import get_method
+from hf_sparc.data.batching import TextsLike
 from hf_sparc.masks import Masks
 from hf_sparc.relevance import Relevance
 from hf_sparc.selection import select, select_contrastive

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from hf_sparc.architectures import decoder_layers, get_architecture, unwrap_model
+from hf_sparc.attribution.patches import InstancePatches
 
 LRP_METHODS = ("lrp", "cp-lrp")
 
@@ -60,39 +61,6 @@ def lxt_rules() -> ModuleType:
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
-
-
-class InstancePatches:
-    """Reversible changes to module *instances*: forward shadows and forward hooks."""
-
-    def __init__(self) -> None:
-        self._undo: list[Callable[[], None]] = []
-
-    def shadow_forward(self, module: nn.Module, make: Callable[[Callable], Callable]) -> None:
-        """Replace ``module.forward`` on this instance by ``make(current_forward)``."""
-        had_own = "forward" in module.__dict__
-        previous = module.__dict__.get("forward")
-        module.forward = make(module.forward)
-
-        def undo() -> None:
-            if had_own:
-                module.forward = previous
-            else:
-                del module.forward
-
-        self._undo.append(undo)
-
-    def map_output(self, module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Pass ``module``'s output through ``fn`` (identity in forward, a rule in backward)."""
-        handle = module.register_forward_hook(lambda _module, _inputs, output: fn(output))
-        self._undo.append(handle.remove)
-
-    def add(self, undo: Callable[[], None]) -> None:
-        self._undo.append(undo)
-
-    def restore(self) -> None:
-        while self._undo:
-            self._undo.pop()()
 
 
 def _layer_norm_rule(module: nn.LayerNorm) -> Callable[[torch.Tensor], torch.Tensor]:

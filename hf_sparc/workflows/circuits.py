@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 from hf_sparc.architectures import unwrap_model
-from hf_sparc.assets import Split, split_items
 from hf_sparc.attribution import attribute
+from hf_sparc.data.builtin import Split, split_items
 from hf_sparc.masks import Masks
 from hf_sparc.metrics._common import eval_mode, model_device, pad_batch, progress_bar
 from hf_sparc.relevance import Relevance
@@ -112,7 +112,7 @@ def ioi_dataset(
     """IOI items ``{"prompt", "correct", "wrong", "io", "s", "template"}`` (ACDC-style templates).
 
     ``n`` items are generated with ``random.Random(seed)`` (two distinct names, a template, a
-    place, an object, ABBA or BABA order), then split with :func:`hf_sparc.assets.split_items`:
+    place, an object, ABBA or BABA order), then split with :func:`hf_sparc.data.split_items`:
     ``"reference"`` (``n - n // 2`` items, for attribution), ``"evaluation"`` (``n // 2``, for
     the curve) or ``"all"``. In every prompt the IO name occurs once and S twice; ``correct`` is
     ``" " + IO`` and ``wrong`` is ``" " + S``.

@@ -29,9 +29,9 @@ from hf_sparc.architectures import (
     is_projection,
     layer_part_names,
 )
-from hf_sparc.attribution.methods import AttributionMethod
-from hf_sparc.attribution.placement import parameter
-from hf_sparc.attribution.rules import InstancePatches
+from hf_sparc.attribution.offload import parameter
+from hf_sparc.attribution.patches import InstancePatches
+from hf_sparc.attribution.signals import AttributionMethod
 
 
 def _default_targets(model: nn.Module, spec: ArchitectureSpec, level: str) -> list[str]:

@@ -1,0 +1,1 @@
+"""Run folders: report.md / report.json, plots and unit notes, written one way."""
