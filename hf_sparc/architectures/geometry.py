@@ -1,10 +1,20 @@
-"""Resolving an architecture's module paths on one model instance."""
+"""Geometry of one model instance: where each part lives and how its weights are laid out.
+
+This is the only place that decides a projection's **orientation** (``nn.Linear`` stores its
+weight ``[out, in]``, transformers' GPT-2 ``Conv1D`` stores ``[in, out]``), looks **through PEFT
+wrappers** to the layer that holds the weight, gives the **shape of a level's units** in a module,
+and maps **units to weight slices** (a neuron is an output row, a head a block of input columns of
+the attention output projection). Everything that reads or writes weights by unit asks here: a
+wrong orientation would silently prune the wrong units.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from hf_sparc.architectures.base import ArchitectureSpec
 
@@ -37,6 +47,91 @@ def attention_output_name(spec: ArchitectureSpec, attention_name: str) -> str:
     return attention_name[: -len(spec.attention)] + spec.attention_output
 
 
+def unit_site(spec: ArchitectureSpec, level: str, name: str) -> tuple[str, str]:
+    """Where the activations of ``level``'s units in module ``name`` are read: ``(module name,
+    "output")`` for neurons, ``(attention output projection, "input")`` for the heads of the
+    attention module ``name`` (the concatenated heads feed that projection)."""
+    if level == "head":
+        return attention_output_name(spec, name), "input"
+    return name, "output"
+
+
+def base_layer(module: nn.Module) -> nn.Module:
+    """The layer holding the real weight: ``module`` itself, or the base layer inside a PEFT
+    wrapper (LoRA, SPARC, ...)."""
+    get_base = getattr(module, "get_base_layer", None)
+    return get_base() if callable(get_base) else module
+
+
 def is_projection(module: nn.Module) -> bool:
-    """A linear map with a 2-D weight: ``nn.Linear`` or transformers' ``Conv1D``."""
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+    """A linear map with a 2-D weight (looking through PEFT wrappers): ``nn.Linear`` or ``Conv1D``."""
+    return isinstance(base_layer(module), (nn.Linear, Conv1D))
+
+
+def is_transposed(module: nn.Module) -> bool:
+    """Whether the weight is stored ``[in, out]`` (GPT-2's ``Conv1D``) instead of ``[out, in]``."""
+    return isinstance(base_layer(module), Conv1D)
+
+
+def output_dim(module: nn.Module) -> int:
+    """The weight dimension that indexes output features (neurons): 0, or 1 for ``Conv1D``."""
+    return 1 if is_transposed(module) else 0
+
+
+def input_dim(module: nn.Module) -> int:
+    """The weight dimension that indexes input features: 1, or 0 for ``Conv1D``."""
+    return 1 - output_dim(module)
+
+
+def weight_shape(module: nn.Module) -> tuple[int, ...]:
+    """Shape of the weight as stored (looking through PEFT wrappers); ``()`` without a weight."""
+    weight = getattr(base_layer(module), "weight", None)
+    return tuple(weight.shape) if weight is not None else ()
+
+
+def out_features(module: nn.Module) -> int:
+    """Number of output features (neurons) of a projection."""
+    return weight_shape(module)[output_dim(module)]
+
+
+def in_features(module: nn.Module) -> int:
+    """Number of input features of a projection."""
+    return weight_shape(module)[input_dim(module)]
+
+
+def as_out_in(tensor: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """A weight-shaped tensor of ``module`` viewed ``[out, in]`` (transposed view for ``Conv1D``)."""
+    return tensor.t() if is_transposed(module) else tensor
+
+
+def unit_shape(level: str, module: nn.Module, num_heads: int | None = None) -> tuple[int, ...]:
+    """Shape of the units of ``level`` scored in ``module``: the weight shape (``"weight"``),
+    ``(out_features,)`` (``"neuron"``) or ``(num_heads,)`` (``"head"``)."""
+    if level == "weight":
+        return weight_shape(module)
+    if level == "neuron":
+        return (out_features(module),)
+    if level == "head":
+        if num_heads is None:
+            raise ValueError("Head-level units need the number of heads.")
+        return (num_heads,)
+    raise ValueError(f"Level {level!r} has no units in a module.")
+
+
+def head_columns(heads: torch.Tensor, module: nn.Module, num_heads: int) -> torch.Tensor:
+    """Input features of the attention output projection ``module`` that carry ``heads``."""
+    width = in_features(module)
+    if width % num_heads:
+        raise ValueError(f"{width} input features do not split into {num_heads} heads.")
+    head_dim = width // num_heads
+    return (heads[:, None] * head_dim + torch.arange(head_dim, device=heads.device)).flatten()
+
+
+def unit_weight_slice(level: str, module: nn.Module) -> int:
+    """The weight dimension along which a unit of ``level`` is a slice: output rows for neurons,
+    input columns for heads (of the attention output projection)."""
+    if level == "neuron":
+        return output_dim(module)
+    if level == "head":
+        return input_dim(module)
+    raise ValueError(f"A {level!r} is not a slice of a weight.")

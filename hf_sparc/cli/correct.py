@@ -17,17 +17,16 @@ from hf_sparc.cli._common import (
     Output,
     add_amount_options,
     add_attribution_options,
-    add_experiment_options,
     add_model_options,
     add_output_options,
     add_scaling_options,
     evaluation_perplexity,
-    experiment_settings,
     load_model,
     pruning_report,
     save_pruning_run,
     scaling_options,
 )
+from hf_sparc.cli._experiment import add_experiment_options, experiment_settings
 
 
 def _config(args: argparse.Namespace):

@@ -8,12 +8,11 @@ from hf_sparc.cli._common import (
     Formatter,
     Output,
     add_attribution_options,
-    add_experiment_options,
     add_model_options,
     add_output_options,
-    experiment_settings,
     load_model,
 )
+from hf_sparc.cli._experiment import add_experiment_options, experiment_settings
 
 
 def _run(args: argparse.Namespace) -> None:

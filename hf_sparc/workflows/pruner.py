@@ -48,6 +48,8 @@ class SparcConfig:
             relevance that are never cut (see :func:`hf_sparc.select_contrastive`).
         target_modules, objective, absolute, max_length, batch_size, seed, text_column:
             Passed to :func:`hf_sparc.attribute`.
+        undesired_max_length: Token budget of the undesired references (default ``max_length``):
+            a prompt/continuation pair needs room for its prompt *and* the continuation explained.
         gradient_checkpointing: Recompute layer activations in the backward pass (less memory,
             same relevance); see :func:`hf_sparc.attribute`.
         checkpoint_dir: Make :meth:`SparcPruner.fit` resumable: each reference set saves its
@@ -68,6 +70,7 @@ class SparcConfig:
     objective: str = "next_token"
     absolute: bool = False
     max_length: int = 128
+    undesired_max_length: int | None = None
     batch_size: int = 8
     seed: int = 0
     text_column: str = "text"
@@ -104,6 +107,8 @@ class SparcConfig:
             raise ValueError(f"protect_general must be in [0, 1), got {self.protect_general}.")
         if self.keep not in ("highest", "lowest"):
             raise ValueError(f"keep must be 'highest' or 'lowest', got {self.keep!r}.")
+        if self.undesired_max_length is not None and self.undesired_max_length < 1:
+            raise ValueError(f"undesired_max_length must be positive, got {self.undesired_max_length}.")
         for name in ("max_length", "batch_size", "checkpoint_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
@@ -153,6 +158,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "target_modules": (str, list, type(None)),
     "absolute": (bool,),
     "max_length": (int,),
+    "undesired_max_length": (int, type(None)),
     "batch_size": (int,),
     "seed": (int,),
     "extra": (dict,),
@@ -244,7 +250,7 @@ class SparcPruner(TrainerCallback):
                 level=c.level,
                 target_modules=c.target_modules,
                 batch_size=c.batch_size,
-                max_length=c.max_length,
+                max_length=(c.undesired_max_length or c.max_length) if role == "undesired" else c.max_length,
                 objective=c.objective,
                 absolute=c.absolute,
                 text_column=c.text_column,

@@ -1,0 +1,81 @@
+"""Options of the built-in behaviour experiment (``hf-sparc correct --behavior``, ``hf-sparc sweep``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """Options of the built-in behaviour experiment (``hf_sparc.workflows.correction.CorrectionSettings``)."""
+    from hf_sparc.workflows.correction import CONTROLS
+    from hf_sparc.workflows.correction import CorrectionSettings as S
+
+    group = parser.add_argument_group("built-in behaviour experiment")
+    group.add_argument(
+        "--behavior",
+        required=sweep,
+        default=None,
+        choices=["toxicity", "repetition"],
+        help="correct this behaviour on built-in data: references from the model's own continuations",
+    )
+    group.add_argument(
+        "--protect-general",
+        type=float,
+        default=None,
+        help="share of units with the largest general relevance never cut "
+        f"(default {S.protect_general} with --behavior, measured best; otherwise 0 = paper Eq. 7)",
+    )
+    group.add_argument(
+        "--threshold", type=float, default=S.threshold, help="score that makes a continuation a reference"
+    )
+    group.add_argument(
+        "--focus",
+        default=None,
+        choices=["words", "continuation"],
+        help="explain only the undesired words of each reference continuation, or all of its tokens "
+        "(the paper's); default: words for toxicity, continuation for repetition (measured best)",
+    )
+    group.add_argument("--candidates", type=int, default=S.n_candidates, help="candidate prompts to continue")
+    group.add_argument("--n-general", type=int, default=S.n_general, help="general reference texts")
+    group.add_argument("--eval-prompts", type=int, default=S.n_eval_prompts, help="held-out prompts")
+    group.add_argument("--eval-texts", type=int, default=S.n_eval_texts, help="held-out texts for perplexity")
+    group.add_argument(
+        "--max-new-tokens", type=int, default=S.max_new_tokens, help="generated tokens per prompt"
+    )
+    group.add_argument(
+        "--controls",
+        nargs="*",
+        choices=CONTROLS,
+        default=None,
+        help="equal-size controls (default: every control that can score the level"
+        + ("; none for sweep)" if sweep else ")"),
+    )
+    group.add_argument("--random-seeds", type=int, default=S.random_seeds, help="seeds of the random control")
+
+
+def experiment_settings(args: argparse.Namespace):
+    """``CorrectionSettings`` from the options of :func:`add_experiment_options` and the model options."""
+    from hf_sparc.workflows.correction import CorrectionSettings
+
+    defaults = CorrectionSettings()
+    return CorrectionSettings(
+        behavior=args.behavior,
+        method=args.method,
+        level=args.level,
+        count=getattr(args, "count", None) or defaults.count,
+        target_modules=tuple(args.target_modules) if args.target_modules else None,
+        absolute=args.absolute,
+        protect_general=defaults.protect_general if args.protect_general is None else args.protect_general,
+        threshold=args.threshold,
+        focus=args.focus,
+        n_candidates=args.candidates,
+        n_general=args.n_general,
+        n_eval_prompts=args.eval_prompts,
+        n_eval_texts=args.eval_texts,
+        max_new_tokens=args.max_new_tokens,
+        max_length=args.max_length or defaults.max_length,
+        batch_size=args.batch_size or defaults.batch_size,
+        random_seeds=args.random_seeds,
+        controls=None if args.controls is None else tuple(args.controls),
+        seed=args.seed,
+    )
