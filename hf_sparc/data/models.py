@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hf_sparc.data import wheels
+import hf_sparc.data.wheels as wheels
 from hf_sparc.data.wheels import AssetNotInstalledError
 
 logger = logging.getLogger(__name__)
