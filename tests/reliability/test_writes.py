@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 
 import hf_sparc
 import hf_sparc._files
-import hf_sparc.tuner.export
+import hf_sparc.tuner.io
 from reliability.helpers import CLEAN_ERRORS, logits
 
 
@@ -161,7 +161,7 @@ def _crash_in_tensor_write(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
     # every module that writes safetensors holds its own reference to save_file
     for module, name in (
         (hf_sparc._files, "save_file"),
-        (hf_sparc.tuner.export, "save_file"),
+        (hf_sparc.tuner.io, "save_file"),
         (transformers.modeling_utils, "safe_save_file"),
     ):
         monkeypatch.setattr(module, name, save_file)
