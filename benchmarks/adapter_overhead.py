@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 import hf_sparc
 from hf_sparc import Relevance, RelevanceInfo
-from hf_sparc.architectures import get_architecture
+from hf_sparc.architectures import geometry, get_architecture
 
 
 def random_relevance(model: torch.nn.Module, level: str) -> Relevance:
@@ -30,9 +30,8 @@ def random_relevance(model: torch.nn.Module, level: str) -> Relevance:
         if level == "head":
             scores[f"{spec.layers}.{i}.{spec.attention}"] = torch.rand(model.config.num_attention_heads)
             continue
-        weight = model.get_submodule(f"{spec.layers}.{i}.{spec.mlp_up}").weight
-        n_out = weight.shape[1] if spec.transposed_weights else weight.shape[0]
-        scores[f"{spec.layers}.{i}.{spec.mlp_up}"] = torch.rand(weight.shape if level == "weight" else n_out)
+        module = model.get_submodule(f"{spec.layers}.{i}.{spec.mlp_up}")
+        scores[f"{spec.layers}.{i}.{spec.mlp_up}"] = torch.rand(geometry.unit_shape(level, module))
     return Relevance(scores, RelevanceInfo(method="random", level=level, n_samples=0, n_tokens=0))
 
 

@@ -1,8 +1,11 @@
-"""One safetensors file per object, metadata as JSON in its header: written atomically, read
-without pickle, corrupt or foreign files reported as one clear ``ValueError``.
+"""The one home of atomic writes: a reader sees the old output or the new one, never half of one.
 
-:func:`write_group` does the same for a set of files that only make sense together (an adapter's
-config and weights, a pruner folder): a reader sees the old complete set or none, never a mix.
+- :func:`atomic_write`: one file (text or bytes).
+- :func:`save_tensors` / :func:`load_tensors`: one safetensors file per object, metadata as JSON in
+  its header, read without pickle, corrupt or foreign files reported as one clear ``ValueError``.
+- :func:`write_group`: a set of files that only make sense together (an adapter's config and
+  weights, a pruner folder) inside a folder that may hold other things.
+- :class:`AtomicFolder`: a whole folder (a command's run folder) that appears only when complete.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +26,25 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write ``data`` (text as UTF-8) to a temporary file beside ``path``, then rename it into place:
-    a reader sees the old file or the new one, never half of one."""
+@contextmanager
+def _staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; renamed onto ``path`` when the block
+    finishes, removed when it fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to a temporary file beside ``path``, then rename it into place:
+    a reader sees the old file or the new one, never half of one."""
+    with _staged_file(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def save_tensors(
@@ -46,19 +58,12 @@ def save_tensors(
     """Write ``tensors`` with ``meta`` under header ``key`` to a temp file, then rename into place,
     so ``path`` never holds a half-written file. An existing ``path`` raises ``FileExistsError``
     unless ``overwrite``."""
-    path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it.")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        tensors = {n: t.contiguous().cpu() for n, t in tensors.items()}
-        header = json.dumps(meta)
-        save_file(tensors, tmp, metadata={key: header, f"{key}.sha256": _digest(tensors, header)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    tensors = {n: t.contiguous().cpu() for n, t in tensors.items()}
+    header = json.dumps(meta)
+    with _staged_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata={key: header, f"{key}.sha256": _digest(tensors, header)})
 
 
 def _digest(tensors: Mapping[str, torch.Tensor], header: str) -> str:
@@ -171,3 +176,46 @@ def _commit(
         os.replace(staged / name, target / name)
     if marker in new:
         os.replace(staged / marker, target / marker)
+
+
+class AtomicFolder:
+    """A folder that appears at ``target`` only when the work in it succeeded (temp folder + rename).
+
+    Write into ``work``; on leaving the ``with`` block normally the folder replaces ``target``,
+    on any exception (even ``KeyboardInterrupt``) it is deleted and ``target`` is left as it was.
+    A non-empty ``target`` raises ``FileExistsError`` up front unless ``overwrite``.
+    """
+
+    def __init__(self, target: str | os.PathLike, overwrite: bool) -> None:
+        self.target = Path(target)
+        if (
+            self.target.exists()
+            and (not self.target.is_dir() or any(self.target.iterdir()))
+            and not overwrite
+        ):
+            raise FileExistsError(f"{target} exists and is not empty; pass --overwrite to replace it.")
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
+
+    def commit(self) -> None:
+        """Move ``work`` to ``target``, replacing what was there."""
+        old = None
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            os.replace(self.target, old)
+        os.replace(self.work, self.target)
+        if old is not None:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+    def discard(self) -> None:
+        """Delete ``work``; ``target`` stays as it was."""
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def __enter__(self) -> AtomicFolder:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is None:
+            self.commit()
+        else:
+            self.discard()

@@ -9,14 +9,13 @@ Ties are broken by module order, then by index, so the same scores always give t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
-from hf_sparc.architectures import unwrap_model
+from hf_sparc.architectures import geometry, unwrap_model
 from hf_sparc.masks import MASK_LEVELS, Masks
 from hf_sparc.relevance import Relevance
 
@@ -46,8 +45,8 @@ def select(
             same share of every module; ``"row"`` (weight level) the same share of every output
             row, Wanda-style. With ``"layer"``/``"row"`` the total is split in proportion to
             size (largest remainder), so exactly ``count`` components are pruned.
-        model: Needed for ``scope="row"`` only: tells which weights are GPT-2 ``Conv1D``
-            (stored ``[in, out]``, so an output row is a column).
+        model: Needed for ``scope="row"`` only: tells which dimension of each weight indexes its
+            outputs (GPT-2 stores its projections ``[in, out]``, so an output row is a column).
 
     Returns:
         The :class:`~hf_sparc.Masks` to prune.
@@ -159,29 +158,7 @@ def _select(
         quotas = _apportion(k, torch.tensor([rel[name].numel() for name in names]))
         picked = [_lowest_in(ranked(name).flatten(), int(q)) for name, q in zip(names, quotas, strict=True)]
     else:
-        if rel.level != "weight":
-            raise ValueError(f"scope='row' needs weight-level relevance, this is {rel.level}-level.")
-        if model is None:
-            raise ValueError(
-                "scope='row' needs model=... to know each weight's output dimension "
-                "(GPT-2 Conv1D weights are stored [in, out])."
-            )
-        base = unwrap_model(model)
-        transposed = [isinstance(_base_layer(base.get_submodule(name)), Conv1D) for name in names]
-        # one unit per output row: rows of [out, in], columns of a Conv1D's [in, out]
-        shapes = [
-            rel[name].shape[::-1] if t else rel[name].shape for name, t in zip(names, transposed, strict=True)
-        ]
-        row_sizes = torch.cat([torch.full((rows,), width) for rows, width in shapes])
-        quotas = torch.split(_apportion(k, row_sizes), [rows for rows, _ in shapes])
-        picked = []
-        for name, t, quota in zip(names, transposed, quotas, strict=True):
-            units = ranked(name).t() if t else ranked(name)
-            cols = _lowest_per_row(units, quota)
-            rows = torch.repeat_interleave(torch.arange(units.shape[0]), quota)
-            # back to flat ids of the weight as stored
-            width = rel[name].shape[1]
-            picked.append((cols * width + rows if t else rows * width + cols).sort().values)
+        picked = _row_scope(rel, names, ranked, k, model)
 
     return Masks(
         level=rel.level,
@@ -195,9 +172,34 @@ def _select(
     )
 
 
-def _base_layer(module: nn.Module) -> nn.Module:
-    get_base = getattr(module, "get_base_layer", None)
-    return get_base() if callable(get_base) else module
+def _row_scope(
+    rel: Relevance, names: list[str], ranked: Callable[[str], torch.Tensor], k: int, model: nn.Module | None
+) -> list[torch.Tensor]:
+    """The same share of every output row, as flat ids of each weight as stored."""
+    if rel.level != "weight":
+        raise ValueError(f"scope='row' needs weight-level relevance, this is {rel.level}-level.")
+    if model is None:
+        raise ValueError(
+            "scope='row' needs model=... to know each weight's output dimension "
+            "(GPT-2 weights are stored [in, out])."
+        )
+    base = unwrap_model(model)
+    modules = [base.get_submodule(name) for name in names]
+    # a shape-only [out, in] view of each stored weight: its shape gives the rows, its strides turn
+    # (row, column) back into flat ids of the weight as stored
+    views = [
+        geometry.as_out_in(torch.empty(rel[name].shape, device="meta"), module)
+        for name, module in zip(names, modules, strict=True)
+    ]
+    row_sizes = torch.cat([torch.full((view.shape[0],), view.shape[1]) for view in views])
+    quotas = torch.split(_apportion(k, row_sizes), [view.shape[0] for view in views])
+    picked = []
+    for name, module, view, quota in zip(names, modules, views, quotas, strict=True):
+        cols = _lowest_per_row(geometry.as_out_in(ranked(name), module), quota)
+        rows = torch.repeat_interleave(torch.arange(view.shape[0]), quota)
+        row_stride, col_stride = view.stride()
+        picked.append((rows * row_stride + cols * col_stride).sort().values)
+    return picked
 
 
 def _amount(count: int | None, fraction: float | None, available: int) -> int:

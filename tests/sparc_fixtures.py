@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, OPTConfi
 
 import hf_sparc
 from hf_sparc import Masks, Relevance, RelevanceInfo
-from hf_sparc.architectures import get_architecture
+from hf_sparc.architectures import geometry, get_architecture
 
 VOCAB = 100
 
@@ -78,9 +78,8 @@ def relevance(model: torch.nn.Module, level: str, seed: int = 0) -> Relevance:
                 model.config.num_attention_heads, generator=generator
             )
         else:
-            weight = model.get_submodule(f"{spec.layers}.{i}.{spec.mlp_up}").weight
-            n_out = weight.shape[1] if spec.transposed_weights else weight.shape[0]
-            shape = tuple(weight.shape) if level == "weight" else (n_out,)
+            module = model.get_submodule(f"{spec.layers}.{i}.{spec.mlp_up}")
+            shape = geometry.unit_shape(level, module)
             scores[f"{spec.layers}.{i}.{spec.mlp_up}"] = torch.randn(shape, generator=generator)
     return Relevance(scores, RelevanceInfo(method="lrp", level=level, n_samples=4, n_tokens=40))
 

@@ -337,7 +337,10 @@ def test_export_ia3_matches_sparc_with_plain_peft(arch, level, tmp_path):
     peft_model = hf_sparc.apply_masks(model, masks_for(model, level))
     expected = logits(peft_model)
     hf_sparc.export_ia3(peft_model, tmp_path)
-    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "IA3"
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "IA3"
+    # PEFT would only warn and correct a wrong flag; a clean config says GPT-2 stores [in, out]
+    assert config["fan_in_fan_out"] is (arch == "gpt2")
     ia3 = PeftModel.from_pretrained(tiny_model(arch), tmp_path)
     assert_same_logits(logits(ia3), expected)
 

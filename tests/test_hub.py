@@ -10,7 +10,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from sparc_fixtures import masks_for, relevance, tiny_model
+
+import hf_sparc
+from hf_sparc.cli import main
 
 TESTS = Path(__file__).parent
 
@@ -96,3 +104,63 @@ def test_push_to_hub_and_load_back_over_http(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     assert "HUB ROUND TRIP OK" in result.stdout
+
+
+class _RecordingApi:
+    """Stands in for ``huggingface_hub.HfApi`` inside :mod:`hf_sparc.tuner.hub`; records every call."""
+
+    calls: ClassVar[list[tuple]] = []
+
+    def __init__(self, token=None):
+        self.token = token
+
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        self.calls.append(("create_repo", repo_id, self.token, private, exist_ok))
+
+    def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None):
+        files = sorted(p.name for p in Path(folder_path).iterdir())  # the folder may be temporary
+        self.calls.append(("upload_folder", repo_id, revision, commit_message, files))
+        return types.SimpleNamespace(commit_url=f"https://hub.test/{repo_id}/commit/1")
+
+
+@pytest.fixture
+def recording_hub(monkeypatch):
+    _RecordingApi.calls = []
+    monkeypatch.setattr("hf_sparc.tuner.hub.HfApi", _RecordingApi)
+    return _RecordingApi.calls
+
+
+def test_every_entry_point_uploads_through_the_one_uploader(recording_hub, tmp_path, capsys):
+    """push_to_hub, SparcPruner.push_to_hub and ``hf-sparc push`` all reach the Hub through
+    hf_sparc.tuner.hub.upload_folder (a second uploader would bypass the recording API and fail
+    offline, or record nothing)."""
+    model = tiny_model("llama")
+    masks = masks_for(model, "neuron")
+    peft_model = hf_sparc.apply_masks(model, masks)
+    url = hf_sparc.push_to_hub(peft_model, "me/adapter", token="t1", private=True, revision="dev")
+    assert url == "https://hub.test/me/adapter/commit/1"
+
+    pruner = hf_sparc.SparcPruner(hf_sparc.SparcConfig(count=10))
+    pruner.relevance, pruner.masks = {"general": relevance(model, "neuron")}, masks
+    assert pruner.push_to_hub("me/pruner", token="t2") == "https://hub.test/me/pruner/commit/1"
+
+    hf_sparc.save_adapter(peft_model, tmp_path / "run")
+    argv = ["push", str(tmp_path / "run"), "me/run", "--token", "t3", "--private", "--message", "hello"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == "https://hub.test/me/run/commit/1"
+
+    adapter = ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert recording_hub == [
+        ("create_repo", "me/adapter", "t1", True, True),
+        ("upload_folder", "me/adapter", "dev", "Upload SPARC pruning adapter", adapter),
+        ("create_repo", "me/pruner", "t2", None, True),
+        (
+            "upload_folder",
+            "me/pruner",
+            None,
+            "Upload SparcPruner",
+            ["masks.safetensors", "relevance_general.safetensors", "sparc_config.json"],
+        ),
+        ("create_repo", "me/run", "t3", True, True),
+        ("upload_folder", "me/run", None, "hello", adapter),
+    ]

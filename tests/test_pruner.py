@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import TEXTS, make_model
+from sparc_fixtures import masks_for, tiny_model
 
 import hf_sparc
 from hf_sparc import Relevance, RelevanceInfo, SparcConfig, SparcPruner
+from hf_sparc.reports.pruning import pruning_report, write_pruning_report
+from hf_sparc.tuner.enforce import ZeroingPlan
 
 UNDESIRED = ["bad bad bad dog", "very bad", "not good bad"]
 GENERAL = TEXTS
@@ -165,3 +170,33 @@ def test_callback_fits_at_train_begin_when_given_reference_data(tmp_path, tokeni
     assert all(torch.all(rows == 0) for rows in _pruned_rows(model, pruner).values())
     with pytest.raises(ValueError, match="no masks and no reference data"):
         _train(make_model("llama"), tokenizer, SparcPruner(), tmp_path, steps=1)
+
+
+@pytest.mark.parametrize("level", ["neuron", "head", "weight"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_zeroing_plan_zeroes_exactly_what_merging_the_adapter_zeroes(arch, level):
+    """GPT-2 stores its projections [in, out]: a plan that took the wrong dimension would zero
+    other weights than the adapter's merge."""
+    masks = masks_for(tiny_model(arch), level)
+    original = tiny_model(arch).state_dict()
+    planned = tiny_model(arch)
+    ZeroingPlan.build(planned, masks).apply()
+    merged = hf_sparc.apply_masks(tiny_model(arch), masks).merge_and_unload().state_dict()
+    actual = planned.state_dict()
+    assert actual.keys() == merged.keys()
+    assert [k for k in merged if not torch.equal(actual[k], merged[k])] == []
+    assert [k for k in merged if not torch.equal(actual[k], original[k])], "nothing was zeroed"
+
+
+def test_pruning_run_report_round_trips_and_renders_the_change(tmp_path):
+    model = tiny_model("llama")
+    pruner = SparcPruner(SparcConfig(count=10))
+    pruner.masks = masks_for(model, "neuron")
+    references = {"general": {"spec": "general", "n": 4}}
+    report = pruning_report(pruner, "tiny", {"perplexity": 10.0}, {"perplexity": 11.0}, references)
+    write_pruning_report(tmp_path, report)
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert (report["pruned"], report["config"]["count"]) == (10, 10)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| perplexity | 10 | 11 | +10.0% |" in markdown
+    assert all(f"| `{name}` | {n} |" in markdown for name, n in report["per_module"].items())

@@ -1,16 +1,47 @@
-"""Helpers shared by the ``hf-sparc`` commands: model loading, atomic output folders, options."""
+"""Helpers shared by the ``hf-sparc`` commands: model loading, options, and the run folder.
+
+Re-exported for the commands: ``Output`` (:class:`hf_sparc._files.AtomicFolder`, the atomic run
+folder), ``pruning_report`` and ``write_report`` (the pruning-run report,
+:mod:`hf_sparc.reports.pruning`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from hf_sparc._files import AtomicFolder as Output
 from hf_sparc.attribution.signals import METHODS
+from hf_sparc.data.models import available_models, default_model_path
+from hf_sparc.data.sources import load_texts, plain_texts
+from hf_sparc.metrics import perplexity
+from hf_sparc.reports.pruning import pruning_report
+from hf_sparc.reports.pruning import write_pruning_report as write_report
+from hf_sparc.tuner.config import SparcAdapterConfig
+from hf_sparc.tuner.io import save_adapter
+from hf_sparc.workflows.correction import CorrectionSettings
+
+__all__ = [
+    "BATCH_SIZE",
+    "MAX_LENGTH",
+    "SPEC_HELP",
+    "Formatter",
+    "Output",
+    "add_amount_options",
+    "add_attribution_options",
+    "add_model_options",
+    "add_output_options",
+    "add_scaling_options",
+    "evaluation_perplexity",
+    "load_adapter",
+    "load_model",
+    "load_with_adapter",
+    "pruning_report",
+    "save_pruning_run",
+    "scaling_options",
+    "write_report",
+]
 
 DTYPES = ("float32", "bfloat16", "float16")
 BATCH_SIZE, MAX_LENGTH = 8, 128
@@ -36,8 +67,6 @@ def load_model(model: str, device: str = "cpu", dtype: str = "float32"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_sparc.data.models import available_models, default_model_path
-
     path = str(default_model_path(model)) if model in available_models() else model
     tokenizer = AutoTokenizer.from_pretrained(path)
     loaded = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
@@ -54,61 +83,29 @@ def load_with_adapter(args: argparse.Namespace):
     return model, tokenizer
 
 
-class Output:
-    """A folder that appears at ``target`` only when the run succeeded (temp folder + rename).
+def load_adapter(adapter: str, model: str | None = None, device: str = "cpu", dtype: str = "float32"):
+    """``(peft_model, tokenizer, base model name)`` for the SPARC adapter folder ``adapter``.
 
-    Write into ``work``; call ``commit()`` at the very end, ``discard()`` on failure.
+    The adapter's config is read and checked once, before the base model is loaded (a wrong or
+    damaged adapter fails fast), and handed to PEFT instead of being read again. ``model``
+    overrides the base model the adapter names.
     """
+    from peft import PeftModel
 
-    def __init__(self, target: str | Path, overwrite: bool) -> None:
-        self.target = Path(target)
-        if (
-            self.target.exists()
-            and (not self.target.is_dir() or any(self.target.iterdir()))
-            and not overwrite
-        ):
-            raise FileExistsError(f"{target} exists and is not empty; pass --overwrite to replace it.")
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
-
-    def commit(self) -> None:
-        old = None
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
-            os.replace(self.target, old)
-        os.replace(self.work, self.target)
-        if old is not None:
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-    def discard(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
-
-    def __enter__(self) -> Output:
-        return self
-
-    def __exit__(self, error_type, error, traceback) -> None:
-        # Commit only when the block finished; any exception (even KeyboardInterrupt) discards.
-        if error_type is None:
-            self.commit()
-        else:
-            self.discard()
-
-
-def write_report(folder: Path, report: dict[str, Any]) -> None:
-    """``report.md`` and ``report.json``; the JSON is the success marker, so write it last."""
-    from hf_sparc.reports.markdown import render_markdown
-
-    (folder / "report.md").write_text(render_markdown(report))
-    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not Path(adapter, "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} holds no adapter_config.json.")
+    config = SparcAdapterConfig.from_pretrained(adapter)
+    base_name = model or config.base_model_name_or_path
+    if not base_name:
+        raise ValueError("The adapter does not name its base model; pass --model.")
+    base, tokenizer = load_model(base_name, device, dtype)
+    return PeftModel.from_pretrained(base, adapter, config=config).eval(), tokenizer, base_name
 
 
 def evaluation_perplexity(model, tokenizer, spec: str | None, args: argparse.Namespace) -> float | None:
     """Perplexity on the texts of ``spec`` (evaluation split of built-ins), or None without a spec."""
     if spec is None:
         return None
-    from hf_sparc.data.sources import load_texts, plain_texts
-    from hf_sparc.metrics import perplexity
-
     texts = plain_texts(load_texts(spec, default_split="evaluation"))
     return perplexity(
         model,
@@ -133,8 +130,6 @@ def add_model_options(
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype")
     if experiment:
-        from hf_sparc.workflows.correction import CorrectionSettings
-
         batch, length = None, None
         batch_help = f"texts per pass (default {BATCH_SIZE}; with --behavior {CorrectionSettings.batch_size})"
         length_help = (
@@ -189,28 +184,8 @@ def add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output")
 
 
-def pruning_report(pruner, model_name: str, before, after, references: dict[str, Any]) -> dict[str, Any]:
-    """The report of a pruning run: config, references, what was cut and metrics before/after."""
-    masks = pruner.masks
-    summary = masks.summary()
-    return {
-        "model": model_name,
-        "config": pruner.config.to_dict(),
-        "references": references,
-        "pruned": summary.pruned,
-        "total": summary.total,
-        "fraction": summary.fraction,
-        "per_module": {row.module: row.pruned for row in summary.rows if row.pruned},
-        "rule": masks.rule,
-        "metrics_before": before,
-        "metrics_after": after,
-    }
-
-
 def save_pruning_run(folder: Path, pruner, peft_model, report: dict[str, Any]) -> None:
     """Adapter, pruner state (config + relevance) and report into ``folder``."""
-    from hf_sparc.tuner.export import save_adapter
-
     save_adapter(peft_model, folder, overwrite=True, metrics=report.get("metrics_after"))
     pruner.save_pretrained(folder)
     write_report(folder, report)

@@ -9,7 +9,6 @@ evaluation tokens and reported side by side.
 from __future__ import annotations
 
 import argparse
-import json
 
 from hf_sparc.cli._common import (
     SPEC_HELP,
@@ -19,37 +18,20 @@ from hf_sparc.cli._common import (
     add_output_options,
     load_model,
 )
-
-
-def _report_markdown(report: dict) -> str:
-    lines = [
-        f"# hf_sparc compression: {report['model']}",
-        "",
-        f"{report['sparsity']:.0%} of the decoder-layer projection weights pruned "
-        f"(scope `{report['scope']}`), "
-        f"reference `{report['reference']}` ({report['n_reference']} texts), evaluation "
-        f"`{report['evaluation']}` ({report['n_evaluation']} texts, {report['max_length']} tokens max).",
-        "",
-        f"Unpruned perplexity: **{report['perplexity_before']:.4g}**. The adapter in this folder is "
-        f"`{report['method']}`.",
-        "",
-        "| method | scope | pruned | of | perplexity | change |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for row in report["rows"]:
-        change = row["perplexity"] / report["perplexity_before"] - 1
-        lines.append(
-            f"| {row['method']} | {row['scope']} | {row['pruned']} | {row['total']} | "
-            f"{row['perplexity']:.4g} | {change:+.1%} |"
-        )
-    return "\n".join(lines) + "\n"
+from hf_sparc.data.sources import load_texts, plain_texts
+from hf_sparc.reports.compression import compression_markdown
+from hf_sparc.reports.writer import write_report
+from hf_sparc.tuner.export import export_merged, save_adapter
+from hf_sparc.tuner.model import apply_masks
+from hf_sparc.workflows.compression import (
+    COMPRESSION_METHODS,
+    COMPRESSION_SCOPES,
+    check_sparsity,
+    compare_compression,
+)
 
 
 def _run(args: argparse.Namespace) -> None:
-    from hf_sparc import apply_masks, export_merged, save_adapter
-    from hf_sparc.data.sources import load_texts, plain_texts
-    from hf_sparc.workflows.compression import COMPRESSION_METHODS, check_sparsity, compare_compression
-
     check_sparsity(args.sparsity)
     if args.n_reference < 1 or args.n_eval < 1:
         raise ValueError("--n-reference and --n-eval must be positive.")
@@ -102,14 +84,11 @@ def _run(args: argparse.Namespace) -> None:
             "perplexity_before": before,
             "rows": [row.to_dict() for row in rows],
         }
-        (output.work / "report.md").write_text(_report_markdown(report))
-        (output.work / "report.json").write_text(json.dumps(report, indent=2) + "\n")  # success marker: last
-    print(_report_markdown(report))
+        write_report(output.work, markdown=compression_markdown(report), data=report)
+    print(compression_markdown(report))
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from hf_sparc.workflows.compression import COMPRESSION_METHODS, COMPRESSION_SCOPES
-
     parser = commands.add_parser(
         "compress",
         help="prune the least relevant weights (unstructured sparsity), methods side by side",

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from hf_sparc.cli._common import Formatter, add_model_options, add_output_options, load_model
+from hf_sparc.cli._common import Formatter, add_model_options, add_output_options, load_adapter
+from hf_sparc.tuner.export import export_ia3, export_merged
 
 
 def _run(args: argparse.Namespace) -> None:
-    from peft import PeftModel
-
-    from hf_sparc.tuner.export import export_ia3, export_merged
-
-    if not Path(args.adapter, "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{args.adapter} holds no adapter_config.json.")
-    base_name = args.model or json.loads(Path(args.adapter, "adapter_config.json").read_text()).get(
-        "base_model_name_or_path"
-    )
-    if not base_name:
-        raise ValueError("The adapter does not name its base model; pass --model.")
-    model, tokenizer = load_model(base_name, args.device, args.dtype)
-    peft_model = PeftModel.from_pretrained(model, args.adapter)
+    peft_model, tokenizer, _ = load_adapter(args.adapter, args.model, args.device, args.dtype)
     if args.format == "merged":
         export_merged(peft_model, args.output, overwrite=args.overwrite)
         tokenizer.save_pretrained(args.output)

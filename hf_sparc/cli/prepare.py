@@ -12,11 +12,11 @@ import logging
 import time
 
 from hf_sparc.cli._common import Formatter
+from hf_sparc.data import builtin_dataset, builtin_datasets
+from hf_sparc.data.models import DEFAULT_MODEL, available_models, default_model_path
 
 
 def _run(args: argparse.Namespace) -> None:
-    from hf_sparc.data import builtin_dataset, builtin_datasets, default_model_path
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.models:
         start = time.perf_counter()
@@ -29,8 +29,6 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from hf_sparc.data.models import DEFAULT_MODEL, available_models
-
     parser = commands.add_parser(
         "prepare",
         help="convert the built-in models (once) and check the built-in datasets",

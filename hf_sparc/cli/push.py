@@ -6,18 +6,18 @@ import argparse
 from pathlib import Path
 
 from hf_sparc.cli._common import Formatter
+from hf_sparc.tuner.hub import upload_folder
 
 
 def _run(args: argparse.Namespace) -> None:
-    from huggingface_hub import HfApi
-
     folder = Path(args.folder)
     if not (folder / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{folder} holds no adapter_config.json; run `hf-sparc correct` first.")
-    api = HfApi(token=args.token)
-    api.create_repo(args.repo_id, private=args.private, exist_ok=True)
-    commit = api.upload_folder(repo_id=args.repo_id, folder_path=str(folder), commit_message=args.message)
-    print(commit.commit_url)
+    print(
+        upload_folder(
+            args.repo_id, folder, token=args.token, private=args.private, commit_message=args.message
+        )
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -14,11 +14,10 @@ from hf_sparc.cli._common import (
     pruning_report,
     save_pruning_run,
 )
+from hf_sparc.workflows.pruner import SparcPruner
 
 
 def _run(args: argparse.Namespace) -> None:
-    from hf_sparc import SparcPruner
-
     pruner = SparcPruner.from_pretrained(args.pruner)
     if args.count is None and args.fraction is None:
         raise ValueError("Give --count or --fraction for the new selection.")

@@ -1,36 +1,31 @@
-"""Write SPARC adapters to disk, and export them for people without hf_sparc.
+"""Export SPARC adapters for people without hf_sparc.
 
-- :func:`save_adapter`: one adapter as ``adapter_config.json`` + ``adapter_model.safetensors``
-  (+ model card), refusing to overwrite another adapter.
 - :func:`export_merged`: a plain ``transformers`` checkpoint with the pruned weights zeroed.
 - :func:`export_ia3`: neuron/head masks as a standard PEFT (IA)³ adapter with 0/1 scales.
+
+:func:`save_adapter` (the SPARC adapter itself) lives in :mod:`hf_sparc.tuner.io` and is
+re-exported here.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save_file
-from transformers.pytorch_utils import Conv1D
 
 from hf_sparc._files import write_group
-from hf_sparc.tuner.config import ADAPTER_WEIGHTS
-from hf_sparc.tuner.layer import SparcLayer
+from hf_sparc.architectures import geometry
+from hf_sparc.tuner.io import save_adapter, write_adapter
+from hf_sparc.tuner.layer import sparc_layers
 
 if TYPE_CHECKING:
     from peft import PeftModel
 
-ADAPTER_FILES = ("adapter_config.json", ADAPTER_WEIGHTS, "adapter_model.bin")
-# Adapters are committed config last: loaders need the config first, so a folder without one is
-# "no adapter", never "old config with new weights".
-_ADAPTER_GROUP: dict[str, Any] = {"marker": "adapter_config.json", "owned": ADAPTER_FILES}
+__all__ = ["export_ia3", "export_merged", "save_adapter"]
+
 # What a transformers checkpoint consists of (sharded or not), so stale shards do not survive a replace.
 _CHECKPOINT_FILES = (
     "config.json",
@@ -42,119 +37,10 @@ _CHECKPOINT_FILES = (
 )
 
 
-def refuse_existing_adapter(directory: str | os.PathLike, overwrite: bool) -> None:
-    """Raise ``FileExistsError`` if ``directory`` already holds adapter files, unless ``overwrite``."""
-    present = [f for f in ADAPTER_FILES if os.path.exists(os.path.join(directory, f))]
-    if present and not overwrite:
-        raise FileExistsError(
-            f"{directory} already holds an adapter ({', '.join(present)}); refusing to overwrite it. "
-            "Pass overwrite=True to replace it, or choose another directory."
-        )
-
-
-def save_adapter(
-    peft_model: PeftModel,
-    save_directory: str | os.PathLike,
-    *,
-    adapter_name: str | None = None,
-    overwrite: bool = False,
-    repo_id: str | None = None,
-    metrics: dict[str, float] | None = None,
-    reference_data: str | None = None,
-) -> None:
-    """Save one SPARC adapter at the top of ``save_directory``, with a model card.
-
-    Unlike ``PeftModel.save_pretrained`` (which puts non-default adapter names in
-    sub-folders), the adapter lands in ``save_directory`` itself whatever its name, ready for
-    ``PeftModel.from_pretrained(base, save_directory)`` or ``AutoModelForCausalLM.from_pretrained``.
-
-    Args:
-        peft_model: A ``PeftModel`` holding SPARC adapters.
-        save_directory: Target directory (created if needed).
-        adapter_name: Which adapter; default: the active one.
-        overwrite: Replace adapter files and README.md already in ``save_directory``; without it
-            an existing adapter there raises ``FileExistsError`` and nothing is written, and an
-            existing README.md is kept.
-        repo_id, metrics, reference_data: For the model card (see :func:`hf_sparc.tuner.hub.model_card`).
-    """
-    from peft import get_peft_model_state_dict
-
-    from hf_sparc.tuner.hub import model_card
-
-    name = adapter_name or _single_active(peft_model)
-    refuse_existing_adapter(save_directory, overwrite)
-    state = get_peft_model_state_dict(peft_model, adapter_name=name)
-    config = copy.deepcopy(peft_model.peft_config[name])
-    config.inference_mode = True
-    if config.base_model_name_or_path is None:
-        config.base_model_name_or_path = peft_model.get_base_model().name_or_path or None
-    card = model_card(
-        peft_model, adapter_name=name, repo_id=repo_id, metrics=metrics, reference_data=reference_data
-    )
-
-    def write(staging: Path) -> None:
-        save_file(
-            {k: v.contiguous() for k, v in state.items()},
-            str(staging / ADAPTER_WEIGHTS),
-            metadata={"format": "pt"},
-        )
-        config.save_pretrained(str(staging))
-        card.save(staging / "README.md")
-
-    # never replace someone else's model card unasked
-    write_group(save_directory, write, keep_existing=("README.md",), overwrite=overwrite, **_ADAPTER_GROUP)
-
-
-def _guarded_save_pretrained(
-    self: PeftModel, save_directory: str, *args: Any, overwrite: bool = False, **kwargs: Any
-) -> None:
-    """``PeftModel.save_pretrained`` that refuses to overwrite an adapter unless ``overwrite=True``."""
-    from peft import PeftModel
-
-    for name in kwargs.get("selected_adapters") or list(self.peft_config):
-        # PEFT's layout: the "default" adapter at the top, any other in a sub-folder of its name
-        target = save_directory if name == "default" else os.path.join(save_directory, name)
-        refuse_existing_adapter(target, overwrite)
-    # PEFT writes weights, then config, in place: staged here so an interrupted save leaves no mix
-    write_group(
-        save_directory,
-        lambda staging: PeftModel.save_pretrained(self, str(staging), *args, **kwargs),
-        keep_existing=("README.md",),
-        overwrite=overwrite,
-        **_ADAPTER_GROUP,
-    )
-
-
-def guard_save_pretrained(peft_model: PeftModel) -> None:
-    """Make ``peft_model.save_pretrained`` refuse to overwrite another adapter (``overwrite=True`` to allow).
-
-    PEFT writes the weights before the config and offers no hook in between, so the check has to
-    sit in front of the whole call, and the call writes into a staging folder that is committed
-    all at once (see :func:`hf_sparc._files.write_group`); :func:`hf_sparc.apply_masks` installs it
-    on the models it returns.
-    """
-    # A bound method in the instance dict shadows the class method for this model only, and
-    # copy.deepcopy rebinds it to the copy.
-    object.__setattr__(peft_model, "save_pretrained", types.MethodType(_guarded_save_pretrained, peft_model))
-
-
-def _single_active(peft_model: PeftModel) -> str:
-    active = peft_model.active_adapters
-    if len(active) != 1:
-        raise ValueError(f"Several adapters are active ({active}); say which one with adapter_name=.")
-    return active[0]
-
-
-def _sparc_layers(model: torch.nn.Module) -> Iterator[tuple[str, SparcLayer]]:
-    for name, module in model.named_modules():
-        if isinstance(module, SparcLayer):
-            yield name, module
-
-
 @contextmanager
 def _merged(model: torch.nn.Module) -> Iterator[None]:
     """Merge the active adapters for the duration of the block, then restore the previous state exactly."""
-    layers = [layer for _, layer in _sparc_layers(model)]
+    layers = [layer for _, layer in sparc_layers(model)]
     before = [list(layer.merged_adapters) for layer in layers]
     try:
         for layer in layers:
@@ -188,7 +74,7 @@ def export_merged(
         save_kwargs: Passed to ``PreTrainedModel.save_pretrained`` (e.g. ``max_shard_size``).
     """
     base = peft_model.get_base_model()
-    wrapped = {name: f"{name}." for name, _ in _sparc_layers(base)}
+    wrapped = {name: f"{name}." for name, _ in sparc_layers(base)}
     with _merged(base):
         state = {}
         for key, tensor in base.state_dict().items():
@@ -229,8 +115,8 @@ def export_ia3(
     from peft import IA3Config
 
     names = adapter_names or list(peft_model.active_adapters)
-    targets, feedforward, tensors, conv1d = [], [], {}, False
-    for module_name, layer in _sparc_layers(peft_model.get_base_model()):
+    targets, feedforward, tensors, transposed = [], [], {}, False
+    for module_name, layer in sparc_layers(peft_model.get_base_model()):
         levels = {layer.pruning_level[a] for a in names if a in layer.pruning_indices}
         if not levels:
             continue
@@ -250,7 +136,7 @@ def export_ia3(
         targets.append(module_name)
         if on_input:
             feedforward.append(module_name)
-        conv1d = conv1d or isinstance(layer.get_base_layer(), Conv1D)
+        transposed = transposed or geometry.is_transposed(layer)
         tensors[f"base_model.model.{module_name}.ia3_l"] = scale[None, :] if on_input else scale[:, None]
     if not targets:
         raise ValueError(f"None of the adapters {names} has masks to export.")
@@ -258,14 +144,8 @@ def export_ia3(
         task_type="CAUSAL_LM",
         target_modules=targets,
         feedforward_modules=feedforward,
-        fan_in_fan_out=conv1d,
+        fan_in_fan_out=transposed,
         inference_mode=True,
         base_model_name_or_path=peft_model.get_base_model().name_or_path or None,
     )
-    refuse_existing_adapter(save_directory, overwrite)
-
-    def write(staging: Path) -> None:
-        save_file(tensors, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        config.save_pretrained(str(staging))
-
-    write_group(save_directory, write, overwrite=overwrite, **_ADAPTER_GROUP)
+    write_adapter(save_directory, tensors, config, overwrite=overwrite)

@@ -1,4 +1,9 @@
-"""Share SPARC adapters on the Hugging Face Hub, with a model card that says what was pruned."""
+"""Share SPARC adapters on the Hugging Face Hub.
+
+:func:`upload_folder` is the one uploader: :func:`push_to_hub`, ``SparcPruner.push_to_hub`` and
+``hf-sparc push`` all go through it. :func:`model_card` is re-exported from
+:mod:`hf_sparc.tuner.card`, where it lives.
+"""
 
 from __future__ import annotations
 
@@ -6,109 +11,39 @@ import os
 import tempfile
 from typing import TYPE_CHECKING
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub import HfApi
 
-from hf_sparc.masks import MaskSummary, ModuleSummary
-from hf_sparc.tuner.export import save_adapter
-from hf_sparc.tuner.layer import SparcLayer
+from hf_sparc.tuner.card import model_card
+from hf_sparc.tuner.io import save_adapter
 
 if TYPE_CHECKING:
     from peft import PeftModel
 
-_LEVEL_WORDS = {"neuron": "neurons", "head": "attention heads", "weight": "weights"}
+__all__ = ["model_card", "push_to_hub", "upload_folder"]
 
 
-def model_card(
-    peft_model: PeftModel,
+def upload_folder(
+    repo_id: str,
+    folder: str | os.PathLike,
     *,
-    adapter_name: str | None = None,
-    repo_id: str | None = None,
-    metrics: dict[str, float] | None = None,
-    reference_data: str | None = None,
-) -> ModelCard:
-    """Model card (``README.md``) for one SPARC adapter.
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str,
+) -> str:
+    """Upload every file of ``folder`` to the model repository ``repo_id`` in one commit.
 
-    Front matter: ``library_name: peft``, ``base_model``, ``tags: [hf_sparc, ...]``. Body: what
-    was pruned (level, total and per-module counts), how it was chosen (attribution method,
-    selection rule, reference data), ``metrics`` when given, and how to load it.
+    The repository is created if needed (``private`` applies only then).
 
-    Args:
-        peft_model: A ``PeftModel`` holding the adapter.
-        adapter_name: Which adapter; default: the active one.
-        repo_id: Repository the card is for (used in the loading snippet).
-        metrics: Evaluation results to report, e.g. ``{"toxicity": 0.12, "perplexity": 21.3}``.
-        reference_data: Description of the reference texts; default: the attribution settings'
-            ``reference_data``/``dataset`` entry when there is one.
+    Returns:
+        The URL of the commit.
     """
-    name = adapter_name or peft_model.active_adapters[0]
-    config = peft_model.peft_config[name]
-    provenance = config.provenance
-    settings = provenance.get("settings", {})
-    reference = reference_data or settings.get("reference_data") or settings.get("dataset")
-    base_model = config.base_model_name_or_path or peft_model.get_base_model().name_or_path or None
-    summary = _summary(peft_model, name)
-    level = _LEVEL_WORDS[config.level]
-
-    data = ModelCardData(
-        library_name="peft",
-        # the Hub only accepts repo ids here; a local path is still named in the text below
-        base_model=None if base_model and os.path.isdir(base_model) else base_model,
-        tags=["hf_sparc", "sparc", "pruning", "lrp", f"{config.level}-pruning"],
-        pipeline_tag="text-generation",
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id, folder_path=os.fspath(folder), revision=revision, commit_message=commit_message
     )
-    load_id = repo_id or "<this repository>"
-    lines = [
-        f"# SPARC pruning adapter{f' for {base_model}' if base_model else ''}",
-        "",
-        f"This adapter prunes **{summary.pruned} {level}** ({100 * summary.fraction:.3g}% of those in "
-        f"the {len(summary.rows)} masked modules) of "
-        f"`{base_model or 'the base model'}` ({config.model_type}). It stores only the indices of the pruned "
-        "units; the base model's weights are zeroed there when the adapter is applied or merged.",
-        "",
-        "## How the pruned units were chosen",
-        "",
-        f"- Attribution method: {provenance.get('method') or 'unknown'}",
-        f"- Selection rule: `{provenance.get('rule') or 'unknown'}`",
-        f"- Reference samples: {provenance.get('n_samples') or 'unknown'}",
-        f"- Reference data: {reference or 'not recorded'}",
-        "",
-        "## Pruned units per module",
-        "",
-        summary.to_markdown(),
-        "",
-    ]
-    if metrics:
-        lines += ["## Metrics", "", "| metric | value |", "| --- | ---: |"]
-        lines += [f"| {metric} | {value:.4g} |" for metric, value in metrics.items()]
-        lines.append("")
-    lines += [
-        "## Usage",
-        "",
-        "```python",
-        "# pip install hf-sparc",
-        "import hf_sparc  # registers the SPARC adapter type with PEFT",
-        "from transformers import AutoModelForCausalLM",
-        f'model = AutoModelForCausalLM.from_pretrained("{load_id}")',
-        "```",
-        "",
-        "Without hf_sparc, merge first (`hf_sparc.export_merged`) or, for neuron/head masks, export a "
-        "standard (IA)³ adapter (`hf_sparc.export_ia3`).",
-        "",
-    ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-
-
-def _summary(peft_model: PeftModel, adapter_name: str) -> MaskSummary:
-    """Per masked module: pruned count and how many units it has, keyed like the masks were."""
-    config = peft_model.peft_config[adapter_name]
-    rows = [
-        ModuleSummary(
-            config.mask_modules.get(name, name), config.module_counts[name], layer.n_components(adapter_name)
-        )
-        for name, layer in peft_model.get_base_model().named_modules()
-        if isinstance(layer, SparcLayer) and adapter_name in layer.pruning_indices
-    ]
-    return MaskSummary(config.level, tuple(rows))
+    return commit.commit_url
 
 
 def push_to_hub(
@@ -132,8 +67,6 @@ def push_to_hub(
     Returns:
         The URL of the commit.
     """
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         save_adapter(
             peft_model,
@@ -143,7 +76,6 @@ def push_to_hub(
             metrics=metrics,
             reference_data=reference_data,
         )
-        commit = api.upload_folder(
-            repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message
+        return upload_folder(
+            repo_id, folder, token=token, private=private, revision=revision, commit_message=commit_message
         )
-    return commit.commit_url

@@ -9,6 +9,7 @@ values, so unmerging restores them exactly.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
+from hf_sparc.architectures import geometry
 from hf_sparc.masks import check_indices
 from hf_sparc.tuner.config import indices_digest
 
@@ -49,13 +50,15 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         digest: str | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(base_layer, (nn.Linear, Conv1D)):
+        # the weight must sit in base_layer itself: forward and merge write to base_layer.weight
+        if geometry.base_layer(base_layer) is not base_layer or not geometry.is_projection(base_layer):
             raise TypeError(f"SPARC adapters wrap nn.Linear or Conv1D, not {type(base_layer).__name__}.")
         self.base_layer = base_layer
         self.module_name = module_name
-        self.transposed = isinstance(base_layer, Conv1D)
-        weight_shape = tuple(base_layer.weight.shape)
-        self.in_features, self.out_features = weight_shape[::-1] if not self.transposed else weight_shape
+        # decided once: forward and the sparse correction branch on it for every call
+        self.transposed = geometry.is_transposed(base_layer)
+        self.in_features = geometry.in_features(base_layer)
+        self.out_features = geometry.out_features(base_layer)
         self.pruning_indices = BufferDict(persistent=True)
         self.pruning_level: dict[str, str] = {}
         self.pruning_group: dict[str, int] = {}
@@ -152,9 +155,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         level = self.pruning_level[adapter_name]
         if level == "weight":
             return weight.view(-1), 0, self.indices(adapter_name)
-        # neuron = output features, head = input features; rows of [out, in] or of Conv1D's [in, out]
-        dim = 0 if (level == "neuron") != self.transposed else 1
-        return weight, dim, self.features(adapter_name)
+        return weight, geometry.unit_weight_slice(level, self.base_layer), self.features(adapter_name)
 
     def _pending(self) -> dict[str, list[str]]:
         """Active, not merged adapters, grouped by level."""
@@ -285,3 +286,10 @@ def _matmul(
 def _check_loaded(module: SparcLayer, incompatible_keys: Any) -> None:
     for adapter_name in module.pruning_indices:
         module.indices(adapter_name)
+
+
+def sparc_layers(model: nn.Module) -> Iterator[tuple[str, SparcLayer]]:
+    """``(name, layer)`` for every :class:`SparcLayer` in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, SparcLayer):
+            yield name, module

@@ -7,24 +7,17 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
-from hf_sparc.architectures import ArchitectureSpec, get_architecture, unwrap_model
+from hf_sparc.architectures import ArchitectureSpec, geometry, get_architecture, unwrap_model
 from hf_sparc.masks import Masks
 from hf_sparc.tuner.config import SparcAdapterConfig, indices_digest, shape_fingerprint
+from hf_sparc.tuner.io import guard_save_pretrained
 from hf_sparc.tuner.layer import SparcLayer
 
 if TYPE_CHECKING:
     from peft import PeftModel
-
-
-def base_weight_shape(module: nn.Module) -> list[int]:
-    """Weight shape of ``module`` as stored, looking through adapter wrappers."""
-    base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
-    weight = getattr(base, "weight", None)
-    return list(weight.shape) if weight is not None else []
 
 
 def check_fingerprint(model: nn.Module, config: SparcAdapterConfig) -> None:
@@ -46,7 +39,7 @@ def check_fingerprint(model: nn.Module, config: SparcAdapterConfig) -> None:
         except AttributeError:
             problems.append(f"module {name} is missing (adapter expects weight shape {expected})")
             continue
-        actual = base_weight_shape(module)
+        actual = list(geometry.weight_shape(module))
         if actual != list(expected):
             problems.append(
                 f"module {name}: adapter expects weight shape {list(expected)}, model has {actual}"
@@ -112,7 +105,7 @@ class SparcModel(BaseTuner):
         count = peft_config.module_counts[current_key]
         group = 1
         if peft_config.level == "head":
-            in_features = base_weight_shape(target)[0 if _is_transposed(target) else 1]
+            in_features = geometry.in_features(target)
             if in_features % peft_config.num_heads:
                 raise ValueError(
                     f"module {current_key}: {in_features} input features do not split into "
@@ -131,11 +124,6 @@ class SparcModel(BaseTuner):
     def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
         # A mask has nothing to train; leave requires_grad of the base model as the user set it.
         return
-
-
-def _is_transposed(module: nn.Module) -> bool:
-    base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
-    return isinstance(base, Conv1D)
 
 
 def _is_peft_model(model: nn.Module) -> bool:
@@ -166,8 +154,6 @@ def apply_masks(model: nn.Module, masks: Masks, adapter_name: str = "default") -
     """
     from peft import get_peft_model, set_peft_model_state_dict
 
-    from hf_sparc.tuner.export import guard_save_pretrained
-
     spec = get_architecture(model)
     base = unwrap_model(model)
     config = _adapter_config(base, spec, masks)
@@ -194,32 +180,28 @@ def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> Sp
     num_heads = getattr(base.config, "num_attention_heads", None) if masks.level == "head" else None
     mask_modules, counts, shapes, digests = {}, {}, {}, {}
     for name, idx in masks.items():
-        target = _target_of(name, spec, masks.level)
+        # a head mask acts on the input of its attention's output projection
+        target, _ = geometry.unit_site(spec, masks.level, name)
         try:
             module = base.get_submodule(target)
         except AttributeError:
             raise ValueError(
                 f"Masks name module {target}, which this {spec.name} model does not have."
             ) from None
-        layer = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
-        if not isinstance(layer, (nn.Linear, Conv1D)):
+        if not geometry.is_projection(module):
             raise ValueError(
-                f"Module {target} is a {type(layer).__name__}; SPARC masks apply to Linear/Conv1D."
+                f"Module {target} is a {type(geometry.base_layer(module)).__name__}; SPARC masks apply to "
+                "Linear/Conv1D."
             )
-        weight_shape = list(layer.weight.shape)
         expected = masks.shapes[name]
-        if masks.level == "weight":
-            actual: tuple[int, ...] = tuple(weight_shape)
-        elif masks.level == "neuron":
-            actual = (weight_shape[1] if isinstance(layer, Conv1D) else weight_shape[0],)
-        else:
-            actual = (num_heads,)
+        actual = geometry.unit_shape(masks.level, module, num_heads)
         if tuple(expected) != actual:
             raise ValueError(
                 f"Masks for {name} were selected for shape {tuple(expected)}, the model's {masks.level}s "
                 f"there have shape {actual}."
             )
-        mask_modules[target], counts[target], shapes[target] = name, idx.numel(), weight_shape
+        mask_modules[target], counts[target] = name, idx.numel()
+        shapes[target] = list(geometry.weight_shape(module))
         digests[target] = indices_digest(masks.level, math.prod(actual), idx)
     return SparcAdapterConfig(
         task_type="CAUSAL_LM",
@@ -245,15 +227,3 @@ def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> Sp
             "settings": dict(masks.settings),
         },
     )
-
-
-def _target_of(mask_key: str, spec: ArchitectureSpec, level: str) -> str:
-    """The module a mask acts on: itself, or for heads the attention's output projection."""
-    if level != "head":
-        return mask_key
-    suffix = "." + spec.attention
-    if not mask_key.endswith(suffix):
-        raise ValueError(
-            f"Head masks must be keyed by attention modules (…{suffix}) for {spec.name}, got {mask_key}."
-        )
-    return mask_key[: -len(spec.attention)] + spec.attention_output

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from hf_sparc.architectures import unwrap_model
+from hf_sparc.architectures import geometry, unwrap_model
 from hf_sparc.attribution import attribute
 from hf_sparc.data.batching import TextsLike
 from hf_sparc.masks import Masks
@@ -98,7 +98,7 @@ def masks_at_sparsity(
     rel: Relevance, sparsity: float, scope: CompressionScope = "global", model: nn.Module | None = None
 ) -> Masks:
     """Prune the lowest-scored ``⌊s·n⌋`` weights over all of ``rel`` (``"global"``) or of every
-    output row (``"row"``; needs ``model`` to tell GPT-2's transposed ``Conv1D`` weights apart)."""
+    output row (``"row"``; needs ``model`` to tell which dimension of each weight is its output)."""
     if rel.level != "weight":
         raise ValueError(f"Compression needs weight-level scores, got {rel.level}-level.")
     if scope not in COMPRESSION_SCOPES:
@@ -109,7 +109,7 @@ def masks_at_sparsity(
     # the same width, so one call per module gives each row exactly ⌊s·width⌋.
     indices, shapes, rule = {}, {}, ""
     for name, scores in rel.items():
-        rows, width = _rows_and_width(model, name, tuple(scores.shape))
+        rows, width = _rows_and_width(model, name)
         one = Relevance({name: scores}, rel.info)
         count = rows * prune_count(width, sparsity)
         shapes[name] = tuple(scores.shape)
@@ -129,15 +129,12 @@ def masks_at_sparsity(
     )
 
 
-def _rows_and_width(model: nn.Module | None, name: str, shape: tuple[int, ...]) -> tuple[int, int]:
-    """Output rows and row width of the weight ``name`` (``Conv1D`` stores ``[in, out]``)."""
+def _rows_and_width(model: nn.Module | None, name: str) -> tuple[int, int]:
+    """Output rows and row width (input features) of the weight ``name``, whatever its orientation."""
     if model is None:
-        raise ValueError("scope='row' needs model=... (GPT-2 Conv1D weights are stored [in, out]).")
+        raise ValueError("scope='row' needs model=... to know each weight's output dimension.")
     module = unwrap_model(model).get_submodule(name)
-    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
-    transposed = type(base).__name__ == "Conv1D"
-    out_features, in_features = (shape[1], shape[0]) if transposed else shape
-    return out_features, in_features
+    return geometry.out_features(module), geometry.in_features(module)
 
 
 def compression_masks(

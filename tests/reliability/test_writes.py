@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM
 
 import hf_sparc
 import hf_sparc._files
-import hf_sparc.tuner.export
+import hf_sparc.tuner.io
+from hf_sparc._files import AtomicFolder
 from reliability.helpers import CLEAN_ERRORS, logits
 
 
@@ -161,7 +162,7 @@ def _crash_in_tensor_write(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
     # every module that writes safetensors holds its own reference to save_file
     for module, name in (
         (hf_sparc._files, "save_file"),
-        (hf_sparc.tuner.export, "save_file"),
+        (hf_sparc.tuner.io, "save_file"),
         (transformers.modeling_utils, "safe_save_file"),
     ):
         monkeypatch.setattr(module, name, save_file)
@@ -212,3 +213,20 @@ def test_interrupted_write_leaves_old_or_nothing(
         assert existing and same(result, expected_old), "after a crash only the old output may be readable"
     else:
         assert same(result, expected_new)
+
+
+def test_atomic_folder_appears_only_when_complete(tmp_path: Path) -> None:
+    target = tmp_path / "run"
+    with pytest.raises(RuntimeError), AtomicFolder(target, overwrite=False) as folder:
+        (folder.work / "half").write_text("x")
+        raise RuntimeError("the run failed")
+    assert list(tmp_path.iterdir()) == [], "a failed run left files behind"
+    with AtomicFolder(target, overwrite=False) as folder:
+        (folder.work / "old").write_text("old")
+    assert [p.name for p in target.iterdir()] == ["old"]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        AtomicFolder(target, overwrite=False)
+    with AtomicFolder(target, overwrite=True) as folder:
+        (folder.work / "new").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new"]
+    assert list(tmp_path.iterdir()) == [target], "no staging or old folder left beside the target"

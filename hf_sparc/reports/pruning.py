@@ -1,8 +1,45 @@
-"""Human-readable run reports (``report.md``) from the JSON report of a run."""
+"""The report of a pruning run (``hf-sparc correct`` with own references, ``hf-sparc select``):
+its JSON (:func:`pruning_report`), its markdown and the run folder's report files."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from hf_sparc.reports.writer import write_report
+
+
+def pruning_report(
+    pruner: Any,
+    model_name: str,
+    before: dict[str, float] | None,
+    after: dict[str, float] | None,
+    references: dict[str, Any],
+) -> dict[str, Any]:
+    """The report of a pruning run: config, references, what was cut and metrics before/after.
+
+    ``pruner`` is a fitted ``SparcPruner`` (its ``config`` and ``masks`` are read); ``before`` and
+    ``after`` are metrics of the model without and with the cut (``None``: not evaluated).
+    """
+    masks = pruner.masks
+    summary = masks.summary()
+    return {
+        "model": model_name,
+        "config": pruner.config.to_dict(),
+        "references": references,
+        "pruned": summary.pruned,
+        "total": summary.total,
+        "fraction": summary.fraction,
+        "per_module": {row.module: row.pruned for row in summary.rows if row.pruned},
+        "rule": masks.rule,
+        "metrics_before": before,
+        "metrics_after": after,
+    }
+
+
+def write_pruning_report(folder: str | os.PathLike, report: dict[str, Any]) -> None:
+    """``report.md`` and, last, ``report.json`` of a pruning run into ``folder``."""
+    write_report(folder, markdown=pruning_markdown(report), data=report)
 
 
 def _metrics_table(before: dict[str, float] | None, after: dict[str, float] | None) -> list[str]:
@@ -19,8 +56,8 @@ def _metrics_table(before: dict[str, float] | None, after: dict[str, float] | No
     return lines
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    """Markdown for a report dict as written by ``hf-sparc correct`` / ``select``."""
+def pruning_markdown(report: dict[str, Any]) -> str:
+    """``report.md`` of a pruning run, from its :func:`pruning_report`."""
     config = report["config"]
     lines = [
         f"# hf_sparc run: {report['model']}",

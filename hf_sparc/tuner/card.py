@@ -1,0 +1,109 @@
+"""The model card (``README.md``) of a SPARC adapter: what was pruned, how it was chosen, how to load it."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from hf_sparc.masks import MaskSummary, ModuleSummary
+from hf_sparc.tuner.layer import sparc_layers
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+_LEVEL_WORDS = {"neuron": "neurons", "head": "attention heads", "weight": "weights"}
+
+
+def model_card(
+    peft_model: PeftModel,
+    *,
+    adapter_name: str | None = None,
+    repo_id: str | None = None,
+    metrics: dict[str, float] | None = None,
+    reference_data: str | None = None,
+) -> ModelCard:
+    """Model card (``README.md``) for one SPARC adapter.
+
+    Front matter: ``library_name: peft``, ``base_model``, ``tags: [hf_sparc, ...]``. Body: what
+    was pruned (level, total and per-module counts), how it was chosen (attribution method,
+    selection rule, reference data), ``metrics`` when given, and how to load it.
+
+    Args:
+        peft_model: A ``PeftModel`` holding the adapter.
+        adapter_name: Which adapter; default: the active one.
+        repo_id: Repository the card is for (used in the loading snippet).
+        metrics: Evaluation results to report, e.g. ``{"toxicity": 0.12, "perplexity": 21.3}``.
+        reference_data: Description of the reference texts; default: the attribution settings'
+            ``reference_data``/``dataset`` entry when there is one.
+    """
+    name = adapter_name or peft_model.active_adapters[0]
+    config = peft_model.peft_config[name]
+    provenance = config.provenance
+    settings = provenance.get("settings", {})
+    reference = reference_data or settings.get("reference_data") or settings.get("dataset")
+    base_model = config.base_model_name_or_path or peft_model.get_base_model().name_or_path or None
+    summary = _summary(peft_model, name)
+    level = _LEVEL_WORDS[config.level]
+
+    data = ModelCardData(
+        library_name="peft",
+        # the Hub only accepts repo ids here; a local path is still named in the text below
+        base_model=None if base_model and os.path.isdir(base_model) else base_model,
+        tags=["hf_sparc", "sparc", "pruning", "lrp", f"{config.level}-pruning"],
+        pipeline_tag="text-generation",
+    )
+    load_id = repo_id or "<this repository>"
+    lines = [
+        f"# SPARC pruning adapter{f' for {base_model}' if base_model else ''}",
+        "",
+        f"This adapter prunes **{summary.pruned} {level}** ({100 * summary.fraction:.3g}% of those in "
+        f"the {len(summary.rows)} masked modules) of "
+        f"`{base_model or 'the base model'}` ({config.model_type}). It stores only the indices of the pruned "
+        "units; the base model's weights are zeroed there when the adapter is applied or merged.",
+        "",
+        "## How the pruned units were chosen",
+        "",
+        f"- Attribution method: {provenance.get('method') or 'unknown'}",
+        f"- Selection rule: `{provenance.get('rule') or 'unknown'}`",
+        f"- Reference samples: {provenance.get('n_samples') or 'unknown'}",
+        f"- Reference data: {reference or 'not recorded'}",
+        "",
+        "## Pruned units per module",
+        "",
+        summary.to_markdown(),
+        "",
+    ]
+    if metrics:
+        lines += ["## Metrics", "", "| metric | value |", "| --- | ---: |"]
+        lines += [f"| {metric} | {value:.4g} |" for metric, value in metrics.items()]
+        lines.append("")
+    lines += [
+        "## Usage",
+        "",
+        "```python",
+        "# pip install hf-sparc",
+        "import hf_sparc  # registers the SPARC adapter type with PEFT",
+        "from transformers import AutoModelForCausalLM",
+        f'model = AutoModelForCausalLM.from_pretrained("{load_id}")',
+        "```",
+        "",
+        "Without hf_sparc, merge first (`hf_sparc.export_merged`) or, for neuron/head masks, export a "
+        "standard (IA)³ adapter (`hf_sparc.export_ia3`).",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _summary(peft_model: PeftModel, adapter_name: str) -> MaskSummary:
+    """Per masked module: pruned count and how many units it has, keyed like the masks were."""
+    config = peft_model.peft_config[adapter_name]
+    rows = [
+        ModuleSummary(
+            config.mask_modules.get(name, name), config.module_counts[name], layer.n_components(adapter_name)
+        )
+        for name, layer in sparc_layers(peft_model.get_base_model())
+        if adapter_name in layer.pruning_indices
+    ]
+    return MaskSummary(config.level, tuple(rows))

@@ -1,0 +1,67 @@
+"""Helpers of the ``hf-sparc`` commands: loading a SPARC adapter folder once, checked before the
+base model is loaded."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from sparc_fixtures import assert_same_logits, masks_for, tiny_model, tokens
+
+import hf_sparc
+from hf_sparc.cli import _common
+from hf_sparc.tuner.config import SparcAdapterConfig
+
+
+def _logits(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(tokens()).logits
+
+
+@pytest.fixture
+def adapter(tmp_path):
+    model = tiny_model("gpt2")
+    model.name_or_path = "tiny-gpt2"
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "neuron"))
+    hf_sparc.save_adapter(peft_model, tmp_path / "adapter")
+    return tmp_path / "adapter", _logits(peft_model)
+
+
+def test_load_adapter_reads_the_config_once_and_loads_the_named_base(adapter, monkeypatch):
+    folder, expected = adapter
+    loaded_bases, config_reads = [], []
+    read_config = SparcAdapterConfig.from_pretrained.__func__
+
+    def counting_read(cls, *args, **kwargs):
+        config_reads.append(args[0])
+        return read_config(cls, *args, **kwargs)
+
+    def fake_load_model(name, device, dtype):
+        loaded_bases.append(name)
+        return tiny_model("gpt2"), "tokenizer"
+
+    monkeypatch.setattr(SparcAdapterConfig, "from_pretrained", classmethod(counting_read))
+    monkeypatch.setattr(_common, "load_model", fake_load_model)
+    peft_model, tokenizer, base_name = _common.load_adapter(str(folder))
+    assert (base_name, tokenizer, loaded_bases) == ("tiny-gpt2", "tokenizer", ["tiny-gpt2"])
+    assert config_reads == [str(folder)]
+    assert_same_logits(_logits(peft_model), expected)
+    _common.load_adapter(str(folder), model="other-base")
+    assert loaded_bases[-1] == "other-base"
+
+
+def test_load_adapter_refuses_a_damaged_adapter_before_loading_the_base(adapter, tmp_path, monkeypatch):
+    folder, _ = adapter
+    pickled = tmp_path / "pickled"
+    shutil.copytree(folder, pickled)
+    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
+
+    def no_base(*args):
+        raise AssertionError("the base model was loaded before the adapter was checked")
+
+    monkeypatch.setattr(_common, "load_model", no_base)
+    with pytest.raises(FileNotFoundError, match="safetensors only"):
+        _common.load_adapter(str(pickled))
+    with pytest.raises(FileNotFoundError, match=r"no adapter_config\.json"):
+        _common.load_adapter(str(tmp_path))
