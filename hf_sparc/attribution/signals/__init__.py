@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hf_sparc.attribution.signals.base import Counts, Signal, StreamedSignal, WeightSignal
+from hf_sparc.attribution.signals.base import Accumulator, Counts, Signal, StreamedSignal, WeightSignal
 from hf_sparc.attribution.signals.forward import ActivationSignal, WandaSignal
 from hf_sparc.attribution.signals.relevance import RelevanceSignal
 from hf_sparc.attribution.signals.weights import MagnitudeSignal, RandomSignal
@@ -26,6 +26,7 @@ from hf_sparc.relevance import LEVELS
 
 __all__ = [
     "METHODS",
+    "Accumulator",
     "ActivationSignal",
     "AttributionMethod",
     "Counts",

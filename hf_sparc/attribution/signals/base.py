@@ -4,14 +4,33 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-if TYPE_CHECKING:  # the collector calls signals; signals only need its accumulator interface
-    from hf_sparc.attribution.collector import Collector
+from hf_sparc.architectures import ArchitectureSpec
+
+
+class Accumulator(Protocol):
+    """What a streamed signal's hooks use (implemented by
+    :class:`~hf_sparc.attribution.collector.Collector`): the model, the level, the current batch's
+    real-token selection and the float64 sums."""
+
+    model: nn.Module
+    spec: ArchitectureSpec
+    level: str
+    absolute: bool
+    select: torch.Tensor | None
+
+    def add(self, name: str, value: torch.Tensor) -> None: ...
+
+    def tokens(self, tensor: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor: ...
+
+    def units(self, per_token: torch.Tensor) -> torch.Tensor: ...
+
+    def sum_tokens(self, per_token_units: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +65,7 @@ class StreamedSignal(Signal):
     """A signal summed over the real tokens of the reference data as the batches stream by."""
 
     @abstractmethod
-    def attach(self, collector: Collector, name: str, module: nn.Module) -> RemovableHandle:
+    def attach(self, collector: Accumulator, name: str, module: nn.Module) -> RemovableHandle:
         """Hook ``module`` (target ``name``) so that each batch adds its part with ``collector.add``."""
 
     @abstractmethod

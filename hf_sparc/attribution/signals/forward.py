@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from hf_sparc.architectures.geometry import input_dim
 from hf_sparc.attribution.offload import parameter
-from hf_sparc.attribution.signals.base import Counts, StreamedSignal
+from hf_sparc.attribution.signals.base import Accumulator, Counts, StreamedSignal
 from hf_sparc.attribution.sites import hook_unit_site
-
-if TYPE_CHECKING:
-    from hf_sparc.attribution.collector import Collector
 
 
 class ActivationSignal(StreamedSignal):
@@ -23,7 +18,7 @@ class ActivationSignal(StreamedSignal):
     name = "activation"
     levels = ("neuron", "head")
 
-    def attach(self, collector: Collector, name: str, module: nn.Module) -> RemovableHandle:
+    def attach(self, collector: Accumulator, name: str, module: nn.Module) -> RemovableHandle:
         def observe(site: torch.Tensor) -> None:
             collector.add(name, collector.units(collector.tokens(site, collector.select).abs()).sum(0))
 
@@ -40,7 +35,7 @@ class WandaSignal(StreamedSignal):
     name = "wanda"
     levels = ("weight", "neuron")
 
-    def attach(self, collector: Collector, name: str, module: nn.Module) -> RemovableHandle:
+    def attach(self, collector: Accumulator, name: str, module: nn.Module) -> RemovableHandle:
         def squared_inputs(_module, inputs) -> None:
             collector.add(name, collector.tokens(inputs[0], collector.select).pow(2).sum(0))
 

@@ -8,7 +8,6 @@ otherwise. Neurons and heads are read at their unit site; a weight's relevance i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,12 +15,9 @@ from torch.utils.hooks import RemovableHandle
 
 from hf_sparc.architectures.geometry import is_transposed
 from hf_sparc.attribution.offload import parameter
-from hf_sparc.attribution.signals.base import Counts, StreamedSignal
+from hf_sparc.attribution.signals.base import Accumulator, Counts, StreamedSignal
 from hf_sparc.attribution.sites import hook_unit_site
 from hf_sparc.relevance import LEVELS
-
-if TYPE_CHECKING:
-    from hf_sparc.attribution.collector import Collector
 
 
 class RelevanceSignal(StreamedSignal):
@@ -31,7 +27,7 @@ class RelevanceSignal(StreamedSignal):
     levels = LEVELS
     needs_gradient = True
 
-    def attach(self, collector: Collector, name: str, module: nn.Module) -> RemovableHandle:
+    def attach(self, collector: Accumulator, name: str, module: nn.Module) -> RemovableHandle:
         if collector.level == "weight":
             return module.register_forward_hook(_weight_hook(collector, name, module), prepend=True)
         return hook_unit_site(
@@ -46,7 +42,7 @@ class RelevanceSignal(StreamedSignal):
         return total / counts.n_samples
 
 
-def _observe(collector: Collector, name: str, site: torch.Tensor) -> None:
+def _observe(collector: Accumulator, name: str, site: torch.Tensor) -> None:
     if not site.requires_grad:
         return
     # The hook must not reference ``site`` itself: tensor -> hook -> closure -> tensor is a cycle
@@ -60,7 +56,7 @@ def _observe(collector: Collector, name: str, site: torch.Tensor) -> None:
     site.register_hook(on_grad)
 
 
-def _weight_hook(collector: Collector, name: str, module: nn.Module) -> Callable:
+def _weight_hook(collector: Accumulator, name: str, module: nn.Module) -> Callable:
     transposed = is_transposed(module)
 
     def hook(_module, inputs, output):
