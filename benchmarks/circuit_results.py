@@ -17,7 +17,9 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_sparc import data as assets
-from hf_sparc.workflows.circuits import discover_circuit, ioi_dataset, plot_curves
+from hf_sparc.data.tasks import ioi_dataset
+from hf_sparc.reports.writer import write_files
+from hf_sparc.workflows.circuits import curve_figure, discover_circuit
 
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98)
 
@@ -60,7 +62,7 @@ def main() -> None:
             )
             # written after every run, so a long sweep can be read while it goes
             output.write_text(json.dumps({"model": path, "n": args.n, "results": rows}, indent=2) + "\n")
-        plot_curves(results, output.with_name(f"{output.stem}_{level}.png"))
+        write_files(output.parent, {f"{output.stem}_{level}.png": curve_figure(results)})
 
 
 if __name__ == "__main__":

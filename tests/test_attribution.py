@@ -306,7 +306,7 @@ def test_every_architecture_runs_every_supported_level(arch, tokenizer):
                     assert scores.shape == module.weight.shape
                 elif level == "head":
                     assert scores.shape == (n_heads,)
-            if method.signal == "relevance" and level != "token":
+            if method.needs_gradient and level != "token":
                 assert any(float(t.abs().sum()) > 0 for t in rel.values())
 
 

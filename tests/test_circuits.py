@@ -1,4 +1,5 @@
-"""hf_sparc.workflows.circuits: the IOI generator, task scores, the pruning curve and the circuit adapter."""
+"""hf_sparc.workflows.circuits (with hf_sparc.data.tasks and hf_sparc.metrics.task): the IOI
+generator, task scores, one-pass task relevance, the pruning curve and the circuit adapter."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 import hf_sparc
-from hf_sparc.metrics import metric_path
+from hf_sparc.data import tasks
+from hf_sparc.metrics import metric_path, task
 from hf_sparc.metrics._common import pad_batch
-from hf_sparc.workflows import circuits, insight
+from hf_sparc.reports.writer import write_files
+from hf_sparc.tuner.adapter_masks import adapter_masks
+from hf_sparc.workflows import circuits
 
 # single tokens of the tiny test tokenizer (the template words become <unk>, which is fine)
 NAMES = ["cat", "dog", "mat", "house", "world", "hello"]
@@ -27,11 +31,11 @@ def _count(word: str, text: str) -> int:
 
 
 def test_ioi_is_deterministic_split_and_valid(tokenizer):
-    ref = circuits.ioi_dataset(tokenizer, n=50, names=NAMES, split="reference", seed=3)
-    ev = circuits.ioi_dataset(tokenizer, n=50, names=NAMES, split="evaluation", seed=3)
-    every = circuits.ioi_dataset(tokenizer, n=50, names=NAMES, split="all", seed=3)
-    assert ref == circuits.ioi_dataset(tokenizer, n=50, names=NAMES, split="reference", seed=3)
-    assert ref != circuits.ioi_dataset(tokenizer, n=50, names=NAMES, split="reference", seed=4)
+    ref = tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="reference", seed=3)
+    ev = tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="evaluation", seed=3)
+    every = tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="all", seed=3)
+    assert ref == tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="reference", seed=3)
+    assert ref != tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="reference", seed=4)
     assert (len(ref), len(ev)) == (25, 25)
     assert sorted(map(str, ref + ev)) == sorted(map(str, every))
     for item in every:
@@ -46,21 +50,21 @@ def test_ioi_is_deterministic_split_and_valid(tokenizer):
 
 
 def test_single_token_names_skip_unknown_and_multi_token(tokenizer):
-    assert circuits.single_token_names(tokenizer, ["cat", "Mary", "dog"]) == ["cat", "dog"]
+    assert tasks.single_token_names(tokenizer, ["cat", "Mary", "dog"]) == ["cat", "dog"]
     with pytest.raises(ValueError, match="two single-token names"):
-        circuits.ioi_dataset(tokenizer)  # no built-in name is in the tiny vocabulary
+        tasks.ioi_dataset(tokenizer)  # no built-in name is in the tiny vocabulary
 
 
 def test_logit_differences_match_a_direct_forward(tokenizer):
     model = make_model("llama")
-    items = circuits.ioi_dataset(tokenizer, n=10, names=NAMES, split="all")
-    diffs = circuits.logit_differences(model, tokenizer, items, batch_size=3, progress=False)
+    items = tasks.ioi_dataset(tokenizer, n=10, names=NAMES, split="all")
+    diffs = task.logit_differences(model, tokenizer, items, batch_size=3, progress=False)
     for item, diff in zip(items, diffs.tolist(), strict=True):
         with torch.no_grad():
             logits = model(**tokenizer(item["prompt"], return_tensors="pt")).logits[0, -1]
         io, s = (tokenizer(item[k], add_special_tokens=False)["input_ids"][0] for k in ("correct", "wrong"))
         assert diff == pytest.approx(float(logits[io] - logits[s]), abs=1e-5)
-    scores = circuits.task_scores(model, tokenizer, items, progress=False)
+    scores = task.task_scores(model, tokenizer, items, progress=False)
     assert scores == {
         "logit_diff": pytest.approx(float(diffs.mean()), abs=1e-6),
         "accuracy": float((diffs > 0).float().mean()),
@@ -88,7 +92,7 @@ def test_logit_differences_match_a_direct_forward(tokenizer):
 )
 def test_bad_custom_items(tokenizer, item, message):
     with pytest.raises(ValueError, match=message):
-        circuits.task_scores(make_model("llama"), tokenizer, [item], progress=False)
+        task.task_scores(make_model("llama"), tokenizer, [item], progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +100,7 @@ def trained(tokenizer):
     """A tiny Llama trained for a few seconds to solve the tiny IOI task (a random one is at chance)."""
     model = make_model("llama").train()
     torch.manual_seed(0)  # the batches
-    items = circuits.ioi_dataset(tokenizer, n=400, names=NAMES, split="all", seed=1)
+    items = tasks.ioi_dataset(tokenizer, n=400, names=NAMES, split="all", seed=1)
     prompts = [tokenizer(i["prompt"])["input_ids"] for i in items]
     answers = torch.tensor([tokenizer(i["correct"], add_special_tokens=False)["input_ids"][0] for i in items])
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -112,7 +116,7 @@ def trained(tokenizer):
 
 
 def _split(tokenizer, split):
-    return circuits.ioi_dataset(tokenizer, n=60, names=NAMES, split=split)
+    return tasks.ioi_dataset(tokenizer, n=60, names=NAMES, split=split)
 
 
 @pytest.mark.parametrize(("method", "level"), [("lrp", "neuron"), ("gradient", "neuron"), ("lrp", "head")])
@@ -151,18 +155,18 @@ def test_circuit_adapter_round_trips(trained, tokenizer, tmp_path):
     peft_model = hf_sparc.apply_masks(trained, result.masks)
     try:
         hf_sparc.save_adapter(peft_model, tmp_path / "circuit")
-        expected = circuits.logit_differences(peft_model, tokenizer, evaluation, progress=False)
+        expected = task.logit_differences(peft_model, tokenizer, evaluation, progress=False)
     finally:
         peft_model.unload()
     loaded = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(tmp_path / "base"), tmp_path / "circuit"
     )
     assert torch.allclose(
-        circuits.logit_differences(loaded, tokenizer, evaluation, progress=False), expected, atol=1e-5
+        task.logit_differences(loaded, tokenizer, evaluation, progress=False), expected, atol=1e-5
     )
-    scores = circuits.task_scores(loaded, tokenizer, evaluation, progress=False)
+    scores = task.task_scores(loaded, tokenizer, evaluation, progress=False)
     assert scores["accuracy"] == result.circuit.accuracy
-    circuits.plot_curves([result], tmp_path / "curve.png")
+    write_files(tmp_path, {"curve.png": circuits.curve_figure([result])})
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -182,7 +186,7 @@ def test_circuit_cli_end_to_end_and_inspect(trained, tokenizer, tmp_path, capsys
     tokenizer.save_pretrained(tmp_path / "model")
     task = tmp_path / "task.jsonl"
     task.write_text(
-        "\n".join(json.dumps(i) for i in circuits.ioi_dataset(tokenizer, n=60, names=NAMES, split="all"))
+        "\n".join(json.dumps(i) for i in tasks.ioi_dataset(tokenizer, n=60, names=NAMES, split="all"))
     )
     common = ["--model", str(tmp_path / "model"), "--batch-size", "16"]
     out = tmp_path / "circuit"
@@ -191,12 +195,12 @@ def test_circuit_cli_end_to_end_and_inspect(trained, tokenizer, tmp_path, capsys
     assert report["circuit"]["accuracy"] >= 0.9 * report["baseline"]["accuracy"]
     assert (out / "curve.png").is_file() and "Circuit:" in (out / "report.md").read_text()
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "model"), out)
-    masks = insight.adapter_masks(loaded)
+    masks = adapter_masks(loaded)
     assert masks.total() == report["circuit"]["pruned"] == report["total"] - report["kept"]
 
     texts = tmp_path / "texts.txt"
     texts.write_text(
-        "\n".join(i["prompt"] for i in circuits.ioi_dataset(tokenizer, n=8, names=NAMES, split="all"))
+        "\n".join(i["prompt"] for i in tasks.ioi_dataset(tokenizer, n=8, names=NAMES, split="all"))
     )
     inspected = tmp_path / "inspect"
     argv = ["inspect", str(out), *common, "--texts", str(texts), "--top-k", "2", "--output", str(inspected)]

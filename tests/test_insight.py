@@ -1,4 +1,5 @@
-"""hf_sparc.workflows.insight: top contexts of pruned units, adapter masks, markdown/JSON, layer plot."""
+"""hf_sparc.workflows.insight: top contexts of pruned units (read where the collector reads them),
+adapter masks (hf_sparc.tuner.adapter_masks), markdown/JSON, layer plot."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from conftest import TEXTS, make_model
 from peft import PeftModel
 
 import hf_sparc
+from hf_sparc.tuner.adapter_masks import adapter_masks
 from hf_sparc.workflows import insight
 
 
@@ -57,7 +59,7 @@ def test_peft_model_shows_units_before_the_cut_and_adapter_masks_round_trip(toke
     plain = insight.unit_contexts(model, tokenizer, masks, TEXTS, progress=False)
     hf_sparc.save_adapter(hf_sparc.apply_masks(model, masks), tmp_path / "adapter")
     loaded = PeftModel.from_pretrained(make_model("llama"), tmp_path / "adapter")
-    back = insight.adapter_masks(loaded)
+    back = adapter_masks(loaded)
     assert back.level == masks.level
     assert {n: i.tolist() for n, i in back.items()} == {n: i.tolist() for n, i in masks.items()}
     assert insight.unit_contexts(loaded, tokenizer, back, TEXTS, progress=False) == plain

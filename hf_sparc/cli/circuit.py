@@ -11,7 +11,6 @@ any file with ``prompt``/``correct``/``wrong`` columns (.jsonl or .csv) is a cus
 from __future__ import annotations
 
 import argparse
-import json
 
 from hf_sparc.cli._common import Formatter, Output, add_model_options, add_output_options, load_model
 
@@ -19,7 +18,7 @@ from hf_sparc.cli._common import Formatter, Output, add_model_options, add_outpu
 def _task(args: argparse.Namespace, tokenizer) -> tuple[list, list]:
     from hf_sparc.data.builtin import split_items
     from hf_sparc.data.sources import load_texts
-    from hf_sparc.workflows.circuits import ioi_dataset
+    from hf_sparc.data.tasks import ioi_dataset
 
     if args.task == "ioi":
         return (
@@ -68,7 +67,8 @@ def _report_markdown(report: dict) -> str:
 
 def _run(args: argparse.Namespace) -> None:
     from hf_sparc import apply_masks, save_adapter
-    from hf_sparc.workflows.circuits import discover_circuit, plot_curves
+    from hf_sparc.reports.writer import write_report
+    from hf_sparc.workflows.circuits import curve_figure, discover_circuit
 
     with Output(args.output, args.overwrite) as output:
         model, tokenizer = load_model(args.model, args.device, args.dtype)
@@ -99,7 +99,6 @@ def _run(args: argparse.Namespace) -> None:
                 },
                 reference_data=f"{args.task} ({len(reference)} items)",
             )
-        plot_curves([result], output.work / "curve.png")
         report = {
             "model": args.model,
             "task": args.task,
@@ -108,8 +107,12 @@ def _run(args: argparse.Namespace) -> None:
             "adapter": result.masks is not None,
             **result.to_dict(),
         }
-        (output.work / "report.md").write_text(_report_markdown(report))
-        (output.work / "report.json").write_text(json.dumps(report, indent=2) + "\n")  # success marker: last
+        write_report(
+            output.work,
+            markdown=_report_markdown(report),
+            data=report,
+            files={"curve.png": curve_figure([result])},
+        )
     print(
         f"circuit: {result.kept} of {result.total} {result.level}s keep accuracy "
         f"{result.circuit.accuracy:.3f} (unpruned {result.baseline.accuracy:.3f}); written to {args.output}"

@@ -25,6 +25,7 @@ def _run(args: argparse.Namespace) -> None:
     from peft import PeftModel
 
     from hf_sparc.data.sources import load_texts, plain_texts
+    from hf_sparc.tuner.adapter_masks import adapter_masks
     from hf_sparc.workflows import insight
 
     config_file = Path(args.adapter, "adapter_config.json")
@@ -41,7 +42,7 @@ def _run(args: argparse.Namespace) -> None:
     with Output(args.output, args.overwrite) as output:
         model, tokenizer = load_model(base_name, args.device, args.dtype)
         peft_model = PeftModel.from_pretrained(model, args.adapter).eval()
-        masks = insight.adapter_masks(peft_model)
+        masks = adapter_masks(peft_model)
         texts = []  # weight masks have no per-unit activations: no texts to read
         if masks.level in ("neuron", "head"):
             texts = plain_texts(load_texts(args.texts, seed=args.seed))[: args.n_texts]

@@ -1,15 +1,15 @@
 """``evaluate`` module: logit difference and accuracy of a two-choice task such as IOI
-(:func:`hf_sparc.workflows.circuits.task_scores`).
+(:func:`hf_sparc.metrics.task.task_scores`).
 
 Load offline with ``evaluate.load(hf_sparc.metrics.metric_path("ioi"))``; items of the built-in
-task come from :func:`hf_sparc.workflows.circuits.ioi_dataset`.
+task come from :func:`hf_sparc.data.tasks.ioi_dataset`.
 """
 
 import datasets
 import evaluate
 
 from hf_sparc.metrics._evaluate import CITATION, MODEL_KWARGS
-from hf_sparc.workflows.circuits import task_scores
+from hf_sparc.metrics.task import task_scores
 
 _DESCRIPTION = (
     "Two-choice next-token task (e.g. indirect object identification): the logit of the first token "
@@ -21,7 +21,7 @@ Args:
     prompts: the prompts (list of str).
     correct: the correct continuation of each prompt, e.g. " Mary" (list of str; first token used).
     wrong: the wrong continuation of each prompt, e.g. " John" (list of str; first token used).
-{MODEL_KWARGS}    batch_size, progress: see hf_sparc.workflows.circuits.task_scores.
+{MODEL_KWARGS}    batch_size, progress: see hf_sparc.metrics.task.task_scores.
 Returns:
     {{"logit_diff": float, "accuracy": float, "n": int}}
 """

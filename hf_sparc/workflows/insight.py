@@ -1,6 +1,7 @@
 """What pruned units did: the reference contexts where each one fires most, and where the cut sits.
 
-Stable public API (used by ``hf-sparc inspect`` and by the correction report):
+Stable public API (used by ``hf-sparc inspect`` and by the correction report; the records and
+their presentation live in :mod:`hf_sparc.workflows.insight_listing` and are re-exported here):
 
 * :func:`unit_contexts` ``(model, tokenizer, masks, texts, *, top_k=5, context_tokens=8,
   batch_size=8, max_length=128, skip_special=True, progress=True) -> list[UnitContexts]``:
@@ -9,13 +10,15 @@ Stable public API (used by ``hf-sparc inspect`` and by the correction report):
 * :func:`render_markdown` ``(units, masks=None) -> str`` and :func:`to_json`
   ``(units, masks=None) -> dict``: the same listing as markdown / JSON-serialisable data.
 * :func:`plot_layers` ``(masks, path, title=None) -> None``: a per-layer bar chart (PNG) of how
-  many units are cut in each decoder layer, stacked by module kind.
+  many units are cut in each decoder layer, stacked by module kind (:func:`layers_figure`: the
+  same as a ``Figure``).
 * :func:`save_unit_report` ``(model, tokenizer, masks, texts, folder, *, title=None, **options)
   -> tuple[list[UnitContexts], str]``: ``layers.png`` and ``units.json`` in ``folder``, and the
   markdown listing (what ``hf-sparc inspect`` writes); :func:`correction_notes` wraps it into the
   report paragraphs of ``hf-sparc correct``/``sweep`` and ``examples/demo.py``.
-* :func:`adapter_masks` ``(peft_model, adapter_name=None) -> Masks``: the masks of a SPARC adapter
-  loaded in a ``PeftModel`` (e.g. from ``PeftModel.from_pretrained(base, adapter_dir)``).
+
+The masks of a SPARC adapter loaded in a ``PeftModel`` come from
+:func:`hf_sparc.tuner.adapter_masks.adapter_masks`.
 
 What "activates" means per level:
 
@@ -23,6 +26,9 @@ What "activates" means per level:
   positions are ranked by ``|value|``, the signed value is reported.
 * ``head``: the L2 norm of the head's output, i.e. its slice of the input of the attention output
   projection (exactly what a head mask zeroes).
+
+Both are read where the attribution collector reads them
+(:func:`hf_sparc.attribution.sites.hook_unit_site`).
 
 Weight-level masks have no per-unit activation; :func:`plot_layers` and the counts in
 :func:`render_markdown` still apply to them.
@@ -33,135 +39,42 @@ listing shows what the pruned units did *before* they were cut.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from hf_sparc.architectures import attention_output_name, get_architecture, unwrap_model
-from hf_sparc.data.batching import TextsLike, batches, tokenize
+from hf_sparc.architectures import get_architecture, unwrap_model
+from hf_sparc.attribution.sites import hook_unit_site
+from hf_sparc.data.batching import Batch, Sample, TextsLike, batches, tokenize
 from hf_sparc.masks import Masks
 from hf_sparc.metrics._common import eval_mode, progress_bar
+from hf_sparc.reports.writer import write_files
+from hf_sparc.workflows.insight_listing import (
+    Context,
+    UnitContexts,
+    layer_of,
+    layers_figure,
+    plot_layers,
+    render_markdown,
+    to_json,
+)
 
 __all__ = [
     "Context",
     "UnitContexts",
-    "adapter_masks",
     "correction_notes",
     "layer_of",
+    "layers_figure",
     "plot_layers",
     "render_markdown",
     "save_unit_report",
     "to_json",
     "unit_contexts",
 ]
-
-
-@dataclass(frozen=True)
-class Context:
-    """One token position where a unit fired.
-
-    Attributes:
-        text_index: Index of the text in the ``texts`` given to :func:`unit_contexts`.
-        position: Token position inside that text (after tokenization and truncation).
-        token: The token at ``position``, decoded.
-        before: Up to ``context_tokens`` tokens preceding it, decoded (causal models: only these
-            can influence the activation).
-        activation: Neuron: the signed output value; head: the norm of the head's output.
-    """
-
-    text_index: int
-    position: int
-    token: str
-    before: str
-    activation: float
-
-
-@dataclass(frozen=True)
-class UnitContexts:
-    """The top contexts of one pruned unit.
-
-    Attributes:
-        module: Masks key of the unit's module (attention module for heads).
-        unit: Neuron or head index within the module.
-        level: ``"neuron"`` or ``"head"``.
-        layer: Decoder layer index parsed from ``module`` (``None`` if it has no number).
-        mean_activation: Mean ``|activation|`` over all scored tokens (for scale).
-        contexts: Highest ``|activation|`` first.
-    """
-
-    module: str
-    unit: int
-    level: str
-    layer: int | None
-    mean_activation: float
-    contexts: tuple[Context, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def layer_of(module_name: str) -> int | None:
-    """Decoder-layer index in a module name (the first ``.<number>`` component), else ``None``."""
-    match = re.search(r"\.(\d+)(?:\.|$)", module_name)
-    return int(match.group(1)) if match else None
-
-
-def adapter_masks(peft_model: nn.Module, adapter_name: str | None = None) -> Masks:
-    """The :class:`~hf_sparc.Masks` of one SPARC adapter of ``peft_model``.
-
-    An adapter records only the modules it masks, so ``shapes`` (and ``size()``) cover those
-    modules only: a layer in which nothing is pruned is not counted.
-
-    Args:
-        peft_model: A ``PeftModel`` holding SPARC adapters (as loaded by ``PeftModel.from_pretrained``).
-        adapter_name: Which adapter; default: the only active one.
-
-    Raises:
-        ValueError: no such SPARC adapter, or several are active and none was named.
-    """
-    from hf_sparc.tuner.layer import SparcLayer
-
-    configs = getattr(peft_model, "peft_config", None)
-    if not configs:
-        raise ValueError("The model holds no adapter; load one with PeftModel.from_pretrained(base, dir).")
-    if adapter_name is None:
-        active = list(peft_model.active_adapters)
-        if len(active) != 1:
-            raise ValueError(f"Several adapters are active ({active}); say which one with adapter_name=.")
-        adapter_name = active[0]
-    config = configs.get(adapter_name)
-    if config is None or getattr(config, "peft_type", None) != "SPARC":
-        raise ValueError(f"{adapter_name!r} is not a SPARC adapter here (adapters: {list(configs)}).")
-    indices, shapes = {}, {}
-    for name, layer in unwrap_model(peft_model).named_modules():
-        if not isinstance(layer, SparcLayer) or adapter_name not in layer.pruning_indices:
-            continue
-        key = config.mask_modules.get(name, name)
-        if config.level == "weight":
-            shapes[key] = tuple(layer.base_layer.weight.shape)
-        else:
-            shapes[key] = (layer.n_components(adapter_name),)
-        indices[key] = layer.indices(adapter_name).cpu()
-    provenance = dict(config.provenance)
-    return Masks(
-        level=config.level,
-        indices=indices,
-        shapes=shapes,
-        method=str(provenance.get("method", "")),
-        rule=str(provenance.get("rule", "")),
-        model_name=str(provenance.get("model_name", "")),
-        n_samples=int(provenance.get("n_samples", 0)),
-        settings=provenance.get("settings", {}),
-    )
 
 
 @contextmanager
@@ -242,37 +155,11 @@ def unit_contexts(
     if top_k < 1 or context_tokens < 0:
         raise ValueError(f"top_k must be >= 1 and context_tokens >= 0, got {top_k} and {context_tokens}.")
     base = unwrap_model(model)
-    spec = get_architecture(base)
     samples = tokenize(texts, tokenizer, max_length=max_length, require_explained=False)
-    special = set(getattr(tokenizer, "all_special_ids", [])) if skip_special else set()
+    stream = _TokenStream(samples, set(getattr(tokenizer, "all_special_ids", [])) if skip_special else set())
     trackers = {name: _TopK(idx.numel(), top_k) for name, idx in masks.items()}
-    offsets = [0]
-    for sample in samples:
-        offsets.append(offsets[-1] + len(sample.input_ids))
-    flat_ids = torch.tensor([t for s in samples for t in s.input_ids], dtype=torch.long)
-    state: dict[str, torch.Tensor] = {}
-
-    def observe(name: str, site: torch.Tensor) -> None:
-        units = masks[name].to(site.device)
-        rows = site.reshape(-1, site.shape[-1])[state["select"]]
-        if masks.level == "head":
-            heads = rows.view(rows.shape[0], masks.shapes[name][0], -1)[:, units]
-            trackers[name].add(heads.float().norm(dim=-1), state["token_ids"])
-        else:
-            trackers[name].add(rows[:, units], state["token_ids"])
-
     with ExitStack() as stack:
-        for name in masks:
-            try:
-                if masks.level == "head":
-                    site = base.get_submodule(attention_output_name(spec, name))
-                    hook = site.register_forward_pre_hook(lambda _m, inputs, n=name: observe(n, inputs[0]))
-                else:
-                    site = base.get_submodule(name)
-                    hook = site.register_forward_hook(lambda _m, _i, output, n=name: observe(n, output))
-            except AttributeError:
-                raise ValueError(f"The model has no module {name!r} named by the masks.") from None
-            stack.callback(hook.remove)
+        _track_pruned_units(stack, base, masks, trackers, stream)
         stack.enter_context(eval_mode(model))
         stack.enter_context(_adapters_off(model))
         stack.enter_context(torch.inference_mode())
@@ -280,131 +167,93 @@ def unit_contexts(
         device = base.get_input_embeddings().weight.device
         pad_id = getattr(tokenizer, "pad_token_id", None) or 0
         for batch in batches(samples, batch_size, pad_id):
-            real = batch.attention_mask.bool()
-            if special:
-                real &= ~torch.isin(batch.input_ids, torch.tensor(sorted(special)))
-            width = batch.input_ids.shape[1]
-            starts = torch.tensor(offsets[batch.first_index : batch.first_index + real.shape[0]])
-            global_ids = starts[:, None] + torch.arange(width)[None, :]
-            state["select"] = real.flatten().to(device)
-            state["token_ids"] = global_ids[real]
+            stream.start(batch, device)
             base.base_model(
                 input_ids=batch.input_ids.to(device),
                 attention_mask=batch.attention_mask.to(device),
                 use_cache=False,
             )
-            bar.update(real.shape[0])
-
-    offsets_t = torch.tensor(offsets)
-    result = []
-    for name, idx in masks.items():
-        tracker = trackers[name]
-        for column, unit in enumerate(idx.tolist()):
-            contexts = []
-            for row in range(tracker.tokens.shape[0]):
-                token_id = int(tracker.tokens[row, column])
-                text = int(torch.searchsorted(offsets_t, token_id, right=True)) - 1
-                first = max(offsets[text], token_id - context_tokens)
-                contexts.append(
-                    Context(
-                        text_index=text,
-                        position=token_id - offsets[text],
-                        token=tokenizer.decode([int(flat_ids[token_id])]),
-                        before=tokenizer.decode(flat_ids[first:token_id].tolist(), skip_special_tokens=True),
-                        activation=float(tracker.values[row, column]),
-                    )
-                )
-            mean = float(tracker.abs_sum[column] / tracker.count) if tracker.count else 0.0
-            result.append(UnitContexts(name, unit, masks.level, layer_of(name), mean, tuple(contexts)))
-    return result
+            bar.update(batch.input_ids.shape[0])
+    return [
+        _unit_contexts(name, unit, column, masks.level, trackers[name], stream, tokenizer, context_tokens)
+        for name, idx in masks.items()
+        for column, unit in enumerate(idx.tolist())
+    ]
 
 
-def _one_line(text: str) -> str:
-    """Text safe inside one markdown line: newlines shown as ⏎, markup characters escaped."""
-    text = text.replace("\r", "").replace("\n", "⏎")
-    return re.sub(r"([\\`*_|<>\[\]])", r"\\\1", text)
+class _TokenStream:
+    """Every token of the samples in one global numbering, and which ones the current batch scores."""
 
+    def __init__(self, samples: list[Sample], skipped_ids: set[int]) -> None:
+        self.offsets = [0]
+        for sample in samples:
+            self.offsets.append(self.offsets[-1] + len(sample.input_ids))
+        self.ids = torch.tensor([t for s in samples for t in s.input_ids], dtype=torch.long)
+        self.skipped = torch.tensor(sorted(skipped_ids), dtype=torch.long)
+        self.select = self.token_ids = torch.empty(0)
 
-def _grouped(masks: Masks) -> dict[int | None, dict[str, int]]:
-    """Per layer, per module kind (name after the layer number): pruned counts."""
-    groups: dict[int | None, dict[str, int]] = {}
-    for name, idx in masks.items():
-        layer = layer_of(name)
-        kind = name.split(f".{layer}.", 1)[-1] if layer is not None else name
-        groups.setdefault(layer, {}).setdefault(kind, 0)
-        groups[layer][kind] += idx.numel()
-    return groups
+    def start(self, batch: Batch, device: torch.device) -> None:
+        """Scored positions of ``batch``: real tokens that are not skipped (special) ids."""
+        real = batch.attention_mask.bool()
+        if self.skipped.numel():
+            real &= ~torch.isin(batch.input_ids, self.skipped)
+        starts = torch.tensor(self.offsets[batch.first_index : batch.first_index + real.shape[0]])
+        global_ids = starts[:, None] + torch.arange(batch.input_ids.shape[1])[None, :]
+        self.select, self.token_ids = real.flatten().to(device), global_ids[real]
 
-
-def render_markdown(units: Sequence[UnitContexts], masks: Masks | None = None) -> str:
-    """Markdown listing: the per-module counts of ``masks`` (if given), then per layer and unit
-    the top contexts, the top token in bold after its preceding context."""
-    lines: list[str] = []
-    if masks is not None:
-        lines += [
-            f"## Pruned {masks.level}s: {masks.total()} of {masks.size()}",
-            "",
-            masks.summary().to_markdown(),
-            "",
-        ]
-    current: tuple[int | None, str] | None = None
-    for unit in units:
-        if (unit.layer, unit.module) != current:
-            current = (unit.layer, unit.module)
-            lines += ["", f"### `{unit.module}`", ""]
-        shown = "; ".join(
-            # bold markup must hug the text: a token's leading space goes outside it
-            f"…{_one_line(c.before)}{' ' if c.token[:1].isspace() else ''}**{_one_line(c.token.strip())}** "
-            f"({c.activation:+.3g})"
-            for c in unit.contexts
+    def context(self, token_id: int, context_tokens: int, tokenizer, activation: float) -> Context:
+        text = int(torch.searchsorted(torch.tensor(self.offsets), token_id, right=True)) - 1
+        first = max(self.offsets[text], token_id - context_tokens)
+        return Context(
+            text_index=text,
+            position=token_id - self.offsets[text],
+            token=tokenizer.decode([int(self.ids[token_id])]),
+            before=tokenizer.decode(self.ids[first:token_id].tolist(), skip_special_tokens=True),
+            activation=activation,
         )
-        lines.append(f"- {unit.level} {unit.unit} (mean |a| {unit.mean_activation:.3g}): {shown or '—'}")
-    return "\n".join(lines).strip() + "\n"
 
 
-def to_json(units: Sequence[UnitContexts], masks: Masks | None = None) -> dict[str, Any]:
-    """JSON-serialisable form: ``{"level", "pruned", "size", "modules": {name: [ids]}, "units": [...]}``
-    (the first four only when ``masks`` is given)."""
-    data: dict[str, Any] = {}
-    if masks is not None:
-        data = {
-            "level": masks.level,
-            "pruned": masks.total(),
-            "size": masks.size(),
-            "modules": {name: idx.tolist() for name, idx in masks.items()},
-        }
-    data["units"] = [unit.to_dict() for unit in units]
-    return data
+def _track_pruned_units(
+    stack: ExitStack, model: nn.Module, masks: Masks, trackers: dict[str, _TopK], stream: _TokenStream
+) -> None:
+    """Hook each masked module's unit site (removed when ``stack`` closes) to feed its tracker."""
+    spec = get_architecture(model)
+
+    def observe(name: str, site: torch.Tensor) -> None:
+        units = masks[name].to(site.device)
+        rows = site.reshape(-1, site.shape[-1])[stream.select]
+        if masks.level == "head":
+            heads = rows.view(rows.shape[0], masks.shapes[name][0], -1)[:, units]
+            trackers[name].add(heads.float().norm(dim=-1), stream.token_ids)
+        else:
+            trackers[name].add(rows[:, units], stream.token_ids)
+
+    for name in masks:
+        try:
+            hook = hook_unit_site(model, spec, masks.level, name, lambda site, n=name: observe(n, site))
+        except AttributeError:
+            raise ValueError(f"The model has no module {name!r} named by the masks.") from None
+        stack.callback(hook.remove)
 
 
-def plot_layers(masks: Masks, path: str | os.PathLike, title: str | None = None) -> None:
-    """Bar chart (PNG) of the pruned units per decoder layer, stacked by module kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = _grouped(masks)
-    numbered = [layer for layer in groups if layer is not None]
-    layers = list(range(max(numbered) + 1)) if numbered else []
-    kinds = sorted({kind for per_layer in groups.values() for kind in per_layer})
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(layers) + 2), 3.6))
-    bottom = [0] * len(layers)
-    for kind in kinds:
-        heights = [groups.get(layer, {}).get(kind, 0) for layer in layers]
-        ax.bar(layers, heights, bottom=bottom, label=kind)
-        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel(f"pruned {masks.level}s")
-    if layers:
-        ax.set_xticks(layers[:: max(1, math.ceil(len(layers) / 30))])
-    if kinds:
-        ax.legend(fontsize="small")
-    default = f"{masks.total()} of {masks.size()} {masks.level}s pruned ({masks.method or 'masks'})"
-    ax.set_title(title or default)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def _unit_contexts(
+    name: str,
+    unit: int,
+    column: int,
+    level: str,
+    tracker: _TopK,
+    stream: _TokenStream,
+    tokenizer,
+    context_tokens,
+) -> UnitContexts:
+    contexts = tuple(
+        stream.context(
+            int(tracker.tokens[row, column]), context_tokens, tokenizer, float(tracker.values[row, column])
+        )
+        for row in range(tracker.tokens.shape[0])
+    )
+    mean = float(tracker.abs_sum[column] / tracker.count) if tracker.count else 0.0
+    return UnitContexts(name, unit, level, layer_of(name), mean, contexts)
 
 
 def save_unit_report(
@@ -423,12 +272,10 @@ def save_unit_report(
     :func:`unit_contexts` (``options`` go to it); weight masks list counts only. Returns the
     units and their :func:`render_markdown` listing.
     """
-    folder = Path(folder)
-    plot_layers(masks, folder / "layers.png", title=title)
     units = []
     if masks.level in ("neuron", "head"):
         units = unit_contexts(model, tokenizer, masks, texts, **options)
-    (folder / "units.json").write_text(json.dumps(to_json(units, masks), indent=2) + "\n")
+    write_files(folder, {"layers.png": layers_figure(masks, title), "units.json": to_json(units, masks)})
     return units, render_markdown(units, masks)
 
 

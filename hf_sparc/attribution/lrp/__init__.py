@@ -1,5 +1,5 @@
 """LRP in Gradient×Input form: lxt's rule functions placed on one model instance."""
 
-from hf_sparc.attribution.lrp.rules import LRP_METHODS, lrp_rules
+from hf_sparc.attribution.lrp.placement import LRP_METHODS, PLACEMENTS, Placement, lrp_rules
 
-__all__ = ["LRP_METHODS", "lrp_rules"]
+__all__ = ["LRP_METHODS", "PLACEMENTS", "Placement", "lrp_rules"]
