@@ -87,7 +87,7 @@ def test_repetition_keeps_pairs_under_the_rur_threshold(llama, tokenizer, genera
     assert 0 < len(expected) < len(TEXTS)  # this random Llama loops on some prompts only
     assert result.kept == expected and result.scores == rurs
     assert result.scorer == "rur" and result.threshold == 0.7
-    with pytest.raises(ValueError, match="toxicity' only"):
+    with pytest.raises(ValueError, match="scorer= applies"):
         behavior_references(llama, tokenizer, TEXTS, behavior="repetition", scorer=lambda t: [0.0] * len(t))
 
 
@@ -195,7 +195,7 @@ def test_focus_on_words_for_repetition_flags_repeats_only():
     focused = focus_on_words(references)
     assert [pair["continuation"] for pair in focused] == [" yes,", " Yes!"]
     assert focused[1]["prompt"] == "Prompt 0: Yes yes, no."
-    with pytest.raises(ValueError, match="'toxicity' only"):
+    with pytest.raises(ValueError, match="scorer= applies"):
         focus_on_words(references, scorer=lambda words: [1.0] * len(words))
     with pytest.raises(ValueError, match="already"):
         focus_on_words(focused)

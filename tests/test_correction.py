@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import make_model
 
-from hf_sparc.workflows.correction import CorrectionSettings, plot, run_correction
+from hf_sparc.reports.writer import write_files
+from hf_sparc.workflows.correction import CorrectionSettings, correction_figure, run_correction
 
 # Sizes that keep a whole correction experiment on a tiny model within seconds.
 SMALL = dict(
@@ -37,7 +38,7 @@ def test_controls_use_the_same_count_and_level(tokenizer, tmp_path, capsys):
     assert all(row["perplexity"] > 1 for row in result.rows.values())
     table = result.table()
     assert all(f"| {name} |" in table for name in result.rows)
-    plot(result, str(tmp_path / "plot.png"))
+    write_files(tmp_path, {"plot.png": correction_figure(result)})
     assert (tmp_path / "plot.png").stat().st_size > 1000
     # references + base + lrp + 4 controls + 2 random seeds, each scored once
     assert len(calls) >= 1 + 1 + 1 + 4 + 2
