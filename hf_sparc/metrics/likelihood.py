@@ -1,4 +1,4 @@
-"""Perplexity of a causal LM on plain texts (teacher forcing)."""
+"""Perplexity and per-text log-likelihood of a causal LM on plain texts (teacher forcing)."""
 
 from __future__ import annotations
 
@@ -93,3 +93,62 @@ def perplexity(
             n_predicted += int((labels != -100).sum())
             bar.update(len(chunk))
     return math.exp(nll_sum / n_predicted)
+
+
+def sequence_start(tokenizer) -> list[int]:
+    """Token ids to put before a text so that its first token is predicted too.
+
+    None when the tokenizer adds a token of its own (e.g. Llama's BOS); else its BOS token, or
+    its EOS token where it has no BOS (the document separator of GPT-2-style vocabularies), as
+    lm-evaluation-harness does for an empty context.
+    """
+    if tokenizer("")["input_ids"]:
+        return []
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError("The tokenizer adds no special token and has neither a BOS nor an EOS token.")
+    return [start]
+
+
+def log_likelihoods(
+    model: nn.Module,
+    tokenizer,
+    texts: Iterable[str],
+    *,
+    max_length: int = 128,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[float]:
+    """Log-likelihood (natural log) of each text under ``model``: the sum over its tokens of the
+    log-probability of that token given the ones before it.
+
+    Every text is encoded on its own with the tokenizer's special tokens, after
+    :func:`sequence_start` (so its first token is scored as well), and cut to its first
+    ``max_length`` tokens. Padding never enters a sum, so results do not depend on
+    ``batch_size`` beyond floating-point rounding. Compare texts of one tokenization length
+    scale only (e.g. the two sentences of a CrowS-Pairs pair): longer texts have lower sums.
+    """
+    if isinstance(texts, str | bytes):
+        raise TypeError("texts must be a collection of texts, not a single string; wrap it in a list.")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}.")
+    start = sequence_start(tokenizer)
+    sequences = [(start + list(tokenizer(text)["input_ids"]))[:max_length] for text in texts]
+    if any(len(ids) < 2 for ids in sequences):
+        raise ValueError("Every text needs at least one token to score.")
+    device = model_device(model)
+    sums: list[float] = []
+    with (
+        eval_mode(model),
+        torch.inference_mode(),
+        progress_bar(len(sequences), "hf_sparc log-likelihood", progress) as bar,
+    ):
+        for first in range(0, len(sequences), batch_size):
+            chunk = sequences[first : first + batch_size]
+            input_ids, attention_mask = pad_batch(chunk, 0, "right", device)
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            chosen = log_probs.gather(-1, input_ids[:, 1:, None])[..., 0]
+            sums.extend((chosen * attention_mask[:, 1:]).sum(dim=1).tolist())
+            bar.update(len(chunk))
+    return sums
