@@ -17,7 +17,16 @@ from dataclasses import replace
 
 from torch import nn
 
-from hf_sparc.behaviors.base import FOCUSES, PERPLEXITY, Behavior, BehaviorSet, Focus, Metric, word_spans
+from hf_sparc.behaviors.base import (
+    FOCUSES,
+    PERPLEXITY,
+    Behavior,
+    BehaviorSet,
+    Focus,
+    GeneratedBehavior,
+    Metric,
+    word_spans,
+)
 from hf_sparc.behaviors.repetition import Repetition
 from hf_sparc.behaviors.toxicity import Toxicity
 from hf_sparc.metrics import ScorerLike
@@ -35,6 +44,7 @@ __all__ = [
     "Behavior",
     "BehaviorSet",
     "Focus",
+    "GeneratedBehavior",
     "Metric",
     "behavior_references",
     "focus_on_words",
