@@ -27,6 +27,7 @@ from hf_sparc.behaviors.base import (
     Metric,
     word_spans,
 )
+from hf_sparc.behaviors.bias import Bias
 from hf_sparc.behaviors.repetition import Repetition
 from hf_sparc.behaviors.toxicity import Toxicity
 from hf_sparc.metrics import ScorerLike
@@ -34,6 +35,7 @@ from hf_sparc.metrics import ScorerLike
 BEHAVIORS: dict[str, Behavior] = {
     "toxicity": Toxicity(),
     "repetition": Repetition(),
+    "bias": Bias(),
 }
 """Every behaviour the pipeline knows, by name (``--behavior`` choices of the CLI)."""
 
