@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sparc
-from hf_sparc.behaviors import Behavior, get_behavior
+from hf_sparc.behaviors import Behavior, get_behavior, own_references
 from hf_sparc.data import DEFAULT_MODEL, available_models, builtin_dataset, default_model_path
 from hf_sparc.workflows.correction import CorrectionSettings
 
@@ -180,27 +180,17 @@ def evaluate(model, tokenizer, behavior: Behavior, held_out, texts, args) -> dic
 def find_references(model, tokenizer, behavior: Behavior, args):
     """The model's own undesired references among ``--candidates`` built-in candidates, focused
     on the undesired words with ``--focus words``."""
-    candidates = behavior.candidates("reference")[: args.candidates]
-    references = hf_sparc.behavior_references(
-        model,
-        tokenizer,
-        candidates,
-        behavior=behavior.name,
-        threshold=args.threshold,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
+    try:
+        references = own_references(
+            model, tokenizer, behavior.name, n_candidates=args.candidates, focus=args.focus,
+            threshold=args.threshold, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        )  # fmt: skip
+    except ValueError as error:  # nothing to attribute: say which option to change
+        raise SystemExit(f"{error} (--threshold, --candidates, --focus)") from None
+    print(
+        f"undesired references: {references.n_kept} ({references.focus}) from {references.n_continuations} "
+        f"of {references.n_candidates} candidates"
     )
-    print(f"undesired references: {references.n_kept} of {references.n_candidates} candidates")
-    if not references:
-        raise SystemExit(
-            f"No candidate passed --threshold {args.threshold}: nothing to attribute. Try more "
-            "--candidates or a looser --threshold."
-        )
-    if args.focus == "words":
-        references = hf_sparc.focus_on_words(references)
-        print(f"explaining {references.n_kept} undesired words of {references.n_continuations} references")
-        if not references:
-            raise SystemExit("No reference has an undesired word by itself; use --focus continuation.")
     return references
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "behavior_references",
     "focus_on_words",
     "get_behavior",
+    "own_references",
 ]
 
 
@@ -160,3 +161,47 @@ def focus_on_words(references: BehaviorSet, *, scorer: ScorerLike = None) -> Beh
                 )
                 kept.append(candidate)
     return replace(references, pairs=pairs, kept=kept, focus="words")
+
+
+def own_references(
+    model: nn.Module,
+    tokenizer,
+    behavior: str,
+    *,
+    n_candidates: int,
+    focus: Focus,
+    threshold: float | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    scorer: ScorerLike = None,
+    seed: int = 0,
+) -> BehaviorSet:
+    """The model's own undesired references among the first ``n_candidates`` built-in candidates
+    of ``behavior`` (reference split of ``seed``): :func:`behavior_references`, then
+    :func:`focus_on_words` for ``focus="words"``.
+
+    Raises:
+        ValueError: No candidate shows the behaviour, or (``focus="words"``) no reference has an
+            undesired word by itself; the message says what to change.
+    """
+    found = get_behavior(behavior)
+    candidates = found.candidates("reference", seed=seed)[:n_candidates]
+    scoring = {"scorer": scorer} if found.uses_scorer else {}
+    references = behavior_references(
+        model, tokenizer, candidates, behavior=behavior, threshold=threshold, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, **scoring,
+    )  # fmt: skip
+    if len(references) == 0:
+        raise ValueError(
+            f"None of {len(candidates)} candidates made the model show {behavior} above the "
+            "threshold; lower the threshold or use more candidates."
+        )
+    if focus == "continuation":
+        return references
+    focused = focus_on_words(references, **scoring)
+    if len(focused) == 0:
+        raise ValueError(
+            f"None of the {len(references)} references has a word that shows {behavior} by itself "
+            "(focus='words'); use focus='continuation' to explain whole continuations."
+        )
+    return focused

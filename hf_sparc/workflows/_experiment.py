@@ -22,9 +22,8 @@ from hf_sparc.behaviors import (
     Behavior,
     BehaviorSet,
     Focus,
-    behavior_references,
-    focus_on_words,
     get_behavior,
+    own_references,
 )
 from hf_sparc.data.builtin import builtin_dataset
 from hf_sparc.masks import Masks
@@ -216,35 +215,6 @@ def _checked(settings: CorrectionSettings | None, scorer) -> tuple[CorrectionSet
     return s, behavior
 
 
-def _references(model, tokenizer, s: CorrectionSettings, behavior: Behavior, scorer) -> BehaviorSet:
-    candidates = behavior.candidates("reference", seed=s.seed)[: s.n_candidates]
-    scoring = {"scorer": scorer} if behavior.uses_scorer else {}
-    references = behavior_references(
-        model,
-        tokenizer,
-        candidates,
-        behavior=s.behavior,
-        threshold=s.threshold,
-        max_new_tokens=s.max_new_tokens,
-        batch_size=s.batch_size,
-        **scoring,
-    )
-    if len(references) == 0:
-        raise ValueError(
-            f"None of {len(candidates)} candidates made the model show {s.behavior} above the "
-            "threshold; lower the threshold or use more candidates."
-        )
-    if s.focus == "words":
-        n_continuations = len(references)
-        references = focus_on_words(references, **scoring)
-        if len(references) == 0:
-            raise ValueError(
-                f"None of the {n_continuations} reference continuations has a word that shows {s.behavior} "
-                "by itself (focus='words'); use focus='continuation' to explain whole continuations."
-            )
-    return references
-
-
 def prepare_experiment(
     model: nn.Module, tokenizer, settings: CorrectionSettings | None = None, *, scorer=None
 ) -> BehaviorExperiment:
@@ -255,7 +225,10 @@ def prepare_experiment(
     focus or control is unknown or cannot score the level.
     """
     s, behavior = _checked(settings, scorer)
-    references = _references(model, tokenizer, s, behavior, scorer)
+    references = own_references(
+        model, tokenizer, s.behavior, n_candidates=s.n_candidates, focus=s.focus, threshold=s.threshold,
+        max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, scorer=scorer, seed=s.seed,
+    )  # fmt: skip
     return BehaviorExperiment(
         model=model,
         tokenizer=tokenizer,
