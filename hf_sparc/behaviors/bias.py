@@ -58,9 +58,11 @@ def _sentences(items: Sequence[dict[str, str]], filling: str) -> list[str]:
     return [item["before"] + item[filling] + item["after"] for item in items]
 
 
-def _margins(model: nn.Module, tokenizer, items: Sequence[dict[str, str]], batch_size: int) -> list[float]:
+def _margins(
+    model: nn.Module, tokenizer, items: Sequence[dict[str, str]], batch_size: int, progress: bool = False
+) -> list[float]:
     """Per pair: log-likelihood of the stereotyped sentence minus the other's (nats)."""
-    common = dict(max_length=_MAX_LENGTH, batch_size=batch_size, progress=False)
+    common = dict(max_length=_MAX_LENGTH, batch_size=batch_size, progress=progress)
     stereotyped = log_likelihoods(model, tokenizer, _sentences(items, "stereotyped"), **common)
     other = log_likelihoods(model, tokenizer, _sentences(items, "other"), **common)
     return [a - b for a, b in zip(stereotyped, other, strict=True)]
@@ -101,7 +103,7 @@ class Bias(Behavior):
         self.check_scorer(scorer)
         # The prompt starts where the log-likelihood does, so a sentence-initial word has context.
         start = tokenizer.decode(sequence_start(tokenizer))
-        margins = _margins(model, tokenizer, candidates, batch_size)
+        margins = _margins(model, tokenizer, candidates, batch_size, progress)
         scores = [0.5 * (1.0 + math.tanh(margin / 2)) for margin in margins]  # sigmoid, never overflows
         pairs, kept = [], []
         for index, (item, score) in enumerate(zip(candidates, scores, strict=True)):
