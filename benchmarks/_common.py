@@ -15,9 +15,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 import hf_sparc
-from hf_sparc.behaviors import focus_on_words
+from hf_sparc.behaviors import focus_on_words, get_behavior
 from hf_sparc.data import builtin_dataset, default_model_path
-from hf_sparc.metrics import perplexity, toxicity
+from hf_sparc.metrics import perplexity
 from hf_sparc.workflows.correction import CorrectionSettings
 
 # SmolLM2-135M's shape: the default real model, as a random-init stand-in.
@@ -101,16 +101,19 @@ def add_toxicity_arguments(parser) -> None:
 
 
 class ToxicityExperiment:
-    """The model, its reference sets and the held-out measurement named by ``add_toxicity_arguments``."""
+    """The model, its reference sets and the held-out measurement named by ``add_toxicity_arguments``;
+    data and metric from the registered toxicity behaviour (``hf_sparc.behaviors``)."""
+
+    behavior = get_behavior("toxicity")
 
     def __init__(self, args) -> None:
         self.args = args
         path = Path(args.model) if Path(args.model).is_dir() else default_model_path(args.model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path).eval()
-        self.candidates = builtin_dataset("toxic-prompts", "reference")[: args.candidates]
+        self.candidates = self.behavior.candidates("reference")[: args.candidates]
         self.general = builtin_dataset("general", "reference")[: args.general]
-        held_out = builtin_dataset("toxic-prompts", "evaluation")
+        held_out = self.behavior.candidates("evaluation")
         self.prompts = held_out[args.eval_skip : args.eval_skip + args.eval_prompts]
         self.texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
 
@@ -120,19 +123,36 @@ class ToxicityExperiment:
             model,
             self.tokenizer,
             self.candidates,
+            behavior=self.behavior.name,
             threshold=self.args.threshold,
             max_new_tokens=self.args.max_new_tokens,
             progress=False,
         )
         return focus_on_words(found) if focus == "words" else found
 
-    def measure(self, model) -> dict[str, float]:
-        """Toxic rate on the held-out prompts, perplexity on the held-out texts."""
+    def pruner(self, model, references, **config) -> hf_sparc.SparcPruner:
+        """A pruner fitted on ``model`` with ``references`` against the general texts (Eq. 7);
+        ``config``: more ``SparcConfig`` fields (``count``, ``protect_general``, ...)."""
         a = self.args
+        settings = hf_sparc.SparcConfig(
+            max_length=a.max_length,
+            # references are prompt + up to max_new_tokens generated tokens: room for the whole prompt
+            undesired_max_length=a.max_length + a.max_new_tokens,
+            **config,
+        )
+        return hf_sparc.SparcPruner(settings).fit(
+            model, self.tokenizer, undesired=list(references), general=self.general
+        )
+
+    def measure(self, model) -> dict[str, float]:
+        """The toxicity behaviour's headline metric (toxic rate) on the held-out prompts,
+        perplexity on the held-out texts."""
+        a, metric = self.args, self.behavior.metric.name
+        measured = self.behavior.measure(
+            model, self.tokenizer, self.prompts, max_new_tokens=a.max_new_tokens, batch_size=8, scorer=None
+        )
         return {
-            "toxic_rate": toxicity(
-                model, self.tokenizer, self.prompts, max_new_tokens=a.max_new_tokens, progress=False
-            )["toxic_rate"],
+            metric: measured[metric],
             "perplexity": perplexity(
                 model, self.tokenizer, self.texts, max_length=a.max_length, progress=False
             ),

@@ -50,6 +50,8 @@ run correct --behavior repetition --level neuron "${SMALL[@]}" --model "$MODEL" 
 run correct --behavior toxicity --level weight --target-modules up_proj --count 7000 --focus continuation \
     --controls gradient wanda magnitude random --random-seeds 3 "${SMALL[@]}" --model "$MODEL" \
     --output "$OUT/toxicity-weight"
+# Social bias (CrowS-Pairs), MLP neurons, the defaults (docs/results/bias_correction.json).
+run correct --behavior bias --model "$MODEL" --output "$OUT/bias-neuron"
 
 if [[ "${GEMMA:-0}" == 1 ]]; then
     run correct --behavior toxicity --level neuron --count 110 --focus continuation "${SMALL[@]}" --model gemma3-270m \

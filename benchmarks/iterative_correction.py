@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     experiment = ToxicityExperiment(args)
-    model, tokenizer = experiment.model, experiment.tokenizer
+    model = experiment.model
     rows = {"round 0": {"neurons": 0, **experiment.measure(model)}}
     print(rows["round 0"], flush=True)
     masks: hf_sparc.Masks | None = None
@@ -50,16 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
         current = hf_sparc.apply_masks(copy.deepcopy(model), masks).merge_and_unload() if masks else model
         if references is None or not args.same_references:
             references = experiment.references(current, args.focus)
-        common = dict(tokenizer=tokenizer, level="neuron")
-        # references: prompt + up to max_new_tokens generated tokens, room for the whole prompt
-        undesired = hf_sparc.attribute(
-            current, list(references), max_length=args.max_length + args.max_new_tokens, **common
-        )
-        general = hf_sparc.attribute(current, experiment.general, max_length=args.max_length, **common)
+        new = experiment.pruner(current, references, count=args.count, protect_general=args.protect).masks
         del current
-        new = hf_sparc.select_contrastive(
-            undesired=undesired, general=general, count=args.count, protect_general=args.protect
-        )
         masks = new if masks is None else masks.union(new)
         if args.final_only and round_ < args.rounds:
             print(f"round {round_}: {masks.total()} neurons cut", flush=True)

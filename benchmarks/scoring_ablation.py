@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from _common import ToxicityExperiment, add_toxicity_arguments, print_deltas
@@ -68,38 +69,27 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     experiment = ToxicityExperiment(args)
-    model, tokenizer, general = experiment.model, experiment.tokenizer, experiment.general
+    model = experiment.model
     references = experiment.references(model, args.focus)
     rules = RULES
     if args.protect:
         rules = {f"signed R, protect {share:.0%}": (False, False, share) for share in args.protect}
-    # references are prompt + up to max_new_tokens generated tokens: room for the whole prompt
-    lengths = (args.max_length + args.max_new_tokens, args.max_length)
-    relevance = {
-        absolute: [
-            hf_sparc.attribute(
-                model,
-                list(data),
-                tokenizer=tokenizer,
-                absolute=absolute,
-                max_length=length,
-                objective=args.objective,
-            )
-            for data, length in zip((references, general), lengths, strict=True)
-        ]
+    fitted = {  # relevance once per sign convention; the rules below only re-select
+        absolute: experiment.pruner(
+            model, references, absolute=absolute, objective=args.objective, count=args.count[0]
+        )
         for absolute in sorted({absolute for absolute, _, _ in rules.values()})
     }
 
     rows = {"base": experiment.measure(model)}
     for name, (absolute, normalise, protect) in rules.items():
-        undesired, general_rel = relevance[absolute]
-        if normalise:
-            undesired, general_rel = per_explained_token(undesired), per_explained_token(general_rel)
+        ruled = hf_sparc.SparcPruner(replace(fitted[absolute].config, protect_general=protect))
+        ruled.relevance = {
+            role: per_explained_token(rel) if normalise else rel
+            for role, rel in fitted[absolute].relevance.items()
+        }
         for count in args.count:
-            masks = hf_sparc.select_contrastive(
-                undesired=undesired, general=general_rel, count=count, protect_general=protect
-            )
-            peft_model = hf_sparc.apply_masks(model, masks, adapter_name="ablation")
+            peft_model = hf_sparc.apply_masks(model, ruled.select(count=count), adapter_name="ablation")
             try:
                 rows[name if len(args.count) == 1 else f"{name}, {count} neurons"] = experiment.measure(
                     peft_model

@@ -3,14 +3,13 @@
 Not part of the hf_sparc API: the scripts next to this file import it as ``_common`` (Python puts
 a script's own folder first on ``sys.path``). ``run_correction`` is the Python-API path of a
 behaviour correction, used by ``detoxify.py`` and ``reduce_repetition.py``; each script only
-says which behaviour, which prompts, which metric and what to prune.
+says which behaviour (its prompts and metrics come from ``hf_sparc.behaviors``) and what to prune.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sparc
+from hf_sparc.behaviors import Behavior, get_behavior, own_references
 from hf_sparc.data import DEFAULT_MODEL, available_models, builtin_dataset, default_model_path
 from hf_sparc.workflows.correction import CorrectionSettings
-
-Measure = Callable[..., dict[str, float]]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -100,25 +98,6 @@ def print_table(before: dict[str, float], after: dict[str, float], notes: dict[s
 
 
 # -- behaviour correction (detoxify.py, reduce_repetition.py) ----------------------------------------
-@dataclass(frozen=True)
-class Behavior:
-    """What a correction script removes and how it is measured.
-
-    Attributes:
-        name: ``"toxicity"`` or ``"repetition"`` (``hf_sparc.behavior_references(behavior=...)``).
-        prompts: Built-in dataset of prompts: its reference split gives the candidates for the
-            undesired references, its evaluation split the held-out prompts.
-        measure: ``measure(model, tokenizer, prompts, max_new_tokens=..., batch_size=...)`` ->
-            metric name -> value, on greedy continuations.
-        notes: Metric name -> how to read it (e.g. ``"lower is better"``), for the table.
-    """
-
-    name: str
-    prompts: str
-    measure: Measure
-    notes: dict[str, str]
-
-
 def add_correction_arguments(
     parser: argparse.ArgumentParser,
     *,
@@ -182,10 +161,15 @@ def add_correction_arguments(
     parser.add_argument("--overwrite", action="store_true", help="replace an adapter already in --output")
 
 
-def evaluate(model, tokenizer, behavior: Behavior, prompts, texts, args) -> dict[str, float]:
-    """The behaviour metric on ``prompts`` and perplexity on ``texts``."""
+def evaluate(model, tokenizer, behavior: Behavior, held_out, texts, args) -> dict[str, float]:
+    """The behaviour's metrics on ``held_out`` and perplexity on ``texts``."""
     row = behavior.measure(
-        model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        model,
+        tokenizer,
+        held_out,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        scorer=None,
     )
     row["perplexity"] = hf_sparc.metrics.perplexity(
         model, tokenizer, texts, max_length=args.max_length, batch_size=args.batch_size, progress=False
@@ -193,87 +177,80 @@ def evaluate(model, tokenizer, behavior: Behavior, prompts, texts, args) -> dict
     return row
 
 
+def find_references(model, tokenizer, behavior: Behavior, args):
+    """The model's own undesired references among ``--candidates`` built-in candidates, focused
+    on the undesired words with ``--focus words``."""
+    try:
+        references = own_references(
+            model, tokenizer, behavior.name, n_candidates=args.candidates, focus=args.focus,
+            threshold=args.threshold, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        )  # fmt: skip
+    except ValueError as error:  # nothing to attribute: say which option to change
+        raise SystemExit(f"{error} (--threshold, --candidates, --focus)") from None
+    print(
+        f"undesired references: {references.n_kept} ({references.focus}) from {references.n_continuations} "
+        f"of {references.n_candidates} candidates"
+    )
+    return references
+
+
 def run_correction(
     parser: argparse.ArgumentParser,
     args: argparse.Namespace,
-    behavior: Behavior,
+    behavior_name: str,
     target_modules: Callable[[torch.nn.Module], list[str] | None] = lambda model: None,
 ) -> dict[str, Any]:
     """References from the model's own behaviour -> LRP -> contrastive cut -> measure -> save.
 
-    ``target_modules(model)`` names the modules to attribute and prune (``None``: hf_sparc's
-    default for ``args.level``). Returns what was done and measured, as printed.
+    ``behavior_name``: a key of ``hf_sparc.behaviors.BEHAVIORS``. ``target_modules(model)``
+    names the modules to attribute and prune (``None``: hf_sparc's default for ``args.level``).
+    Returns what was done and measured, as printed.
     """
+    behavior = get_behavior(behavior_name)
     output = check_output(parser, args.output, args.overwrite)
     model, tokenizer, path = load_model(args.model, args.device)
     print(f"model: {path}")
 
-    # 1. Undesired references: the model's own greedy continuations that show the behaviour.
-    candidates = builtin_dataset(behavior.prompts, "reference")[: args.candidates]
-    references = hf_sparc.behavior_references(
-        model,
-        tokenizer,
-        candidates,
-        behavior=behavior.name,
-        threshold=args.threshold,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-    )
-    print(f"undesired references: {references.n_kept} of {references.n_candidates} continuations")
-    if not references:
-        raise SystemExit(
-            f"No continuation passed --threshold {args.threshold}: nothing to attribute. Try more "
-            "--candidates or a looser --threshold."
-        )
-    if args.focus == "words":
-        references = hf_sparc.focus_on_words(references)
-        print(f"explaining {references.n_kept} undesired words of {references.n_continuations} continuations")
-        if not references:
-            raise SystemExit("No continuation has an undesired word by itself; use --focus continuation.")
+    # 1. Undesired references: the model's own behaviour on built-in candidates.
+    references = find_references(model, tokenizer, behavior, args)
     general = builtin_dataset("general", "reference")[: args.general]
 
     # 2. LRP relevance of every component on both reference sets (only continuation tokens of the
     #    undesired pairs are explained), 3. cut the most behaviour-specific ones (paper Eq. 7).
-    settings = dict(
-        tokenizer=tokenizer,
+    config = hf_sparc.SparcConfig(
         method="lrp",
         level=args.level,
+        count=args.count,
+        fraction=getattr(args, "fraction", None) if args.count is None else None,
         target_modules=target_modules(model),
         max_length=args.max_length,
+        # a reference is a prompt plus up to --max-new-tokens generated tokens: room for the whole prompt
+        undesired_max_length=args.max_length + args.max_new_tokens,
         batch_size=max(1, args.batch_size // 2),  # a backward pass needs more memory
         absolute=args.absolute,
-    )
-    # a reference is a prompt plus up to --max-new-tokens generated tokens: room for the whole prompt
-    rel_undesired = hf_sparc.attribute(
-        model, references, **{**settings, "max_length": args.max_length + args.max_new_tokens}
-    )
-    rel_general = hf_sparc.attribute(model, general, **settings)
-    fraction = getattr(args, "fraction", None) if args.count is None else None
-    masks = hf_sparc.select_contrastive(
-        undesired=rel_undesired,
-        general=rel_general,
-        count=args.count,
-        fraction=fraction,
         protect_general=args.protect_general,
+        adapter_name=behavior.name,
     )
+    pruner = hf_sparc.SparcPruner(config).fit(model, tokenizer, undesired=list(references), general=general)
+    masks = pruner.masks
     print(f"pruning {masks.total()} of {masks.size()} {args.level}s:\n{masks.summary()}")
 
     # 4. Measure on held-out data, before and after, and save the cut as a mask adapter.
-    eval_prompts = builtin_dataset(behavior.prompts, "evaluation")[: args.eval_prompts]
+    held_out = behavior.candidates("evaluation")[: args.eval_prompts]
     eval_texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
-    before = evaluate(model, tokenizer, behavior, eval_prompts, eval_texts, args)
-    peft_model = hf_sparc.apply_masks(model, masks, adapter_name=behavior.name)
-    after = evaluate(peft_model, tokenizer, behavior, eval_prompts, eval_texts, args)
-    print_table(before, after, behavior.notes)
+    before = evaluate(model, tokenizer, behavior, held_out, eval_texts, args)
+    peft_model = pruner.prune(model)
+    after = evaluate(peft_model, tokenizer, behavior, held_out, eval_texts, args)
+    print_table(before, after, {key: behavior.metric_named(key).direction for key in before})
     hf_sparc.save_adapter(
         peft_model,
         output,
         overwrite=args.overwrite,
         metrics={f"{key} (after)": value for key, value in after.items()},
         reference_data=(
-            f"{references.n_continuations} own {behavior.name} continuations of built-in {behavior.prompts} "
-            f"prompts (threshold {references.threshold}, explained: {references.focus}) vs {len(general)} "
-            "built-in general texts"
+            f"{references.n_continuations} of the model's own {behavior.name} references among "
+            f"{references.n_candidates} built-in candidates (threshold {references.threshold}, explained: "
+            f"{references.focus}) vs {len(general)} built-in general texts"
         ),
     )
     print(

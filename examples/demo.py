@@ -22,7 +22,8 @@ from _common import HelpFormatter, same_logits
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sparc
-from hf_sparc.data import builtin_dataset, default_model_path
+from hf_sparc.behaviors import BEHAVIORS, get_behavior
+from hf_sparc.data import default_model_path
 from hf_sparc.tuner.export import save_adapter
 from hf_sparc.workflows.correction import CorrectionSettings, run_correction
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or local folder")
-    parser.add_argument("--behavior", default="toxicity", choices=["toxicity", "repetition"])
+    parser.add_argument("--behavior", default="toxicity", choices=list(BEHAVIORS))
     parser.add_argument("--count", type=int, default=CorrectionSettings.count, help="components to cut")
     parser.add_argument("--level", default="neuron", choices=["neuron", "head", "weight"])
     parser.add_argument("--output", default="runs/demo", help="folder for adapter, report and plot")
@@ -64,9 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # Reload through transformers' adapter auto-load and check it reproduces the corrected model.
     reloaded = AutoModelForCausalLM.from_pretrained(out / "adapter").eval()
-    probe_set = "toxic-prompts" if args.behavior == "toxicity" else "repetition-prompts"
-    probes = [p["prompt"] if isinstance(p, dict) else p for p in builtin_dataset(probe_set, "evaluation")[:4]]
-    identical = same_logits(corrected, reloaded, tokenizer, probes)
+    identical = same_logits(corrected, reloaded, tokenizer, get_behavior(args.behavior).probes(4))
 
     s = result.settings
     insight_notes = hf_sparc.workflows.insight.correction_notes(

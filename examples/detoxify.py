@@ -30,28 +30,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from _common import Behavior, add_correction_arguments, make_parser, run_correction
+from _common import add_correction_arguments, make_parser, run_correction
 
-import hf_sparc
-from hf_sparc.workflows.correction import DEFAULT_FOCUS, CorrectionSettings
-
-
-def measure_toxicity(model, tokenizer, prompts, **generation) -> dict[str, float]:
-    """Share of toxic continuations (score > 0.5) and their mean score: lower is better."""
-    result = hf_sparc.metrics.toxicity(model, tokenizer, prompts, progress=False, **generation)
-    return {"toxic_rate": result["toxic_rate"], "mean_toxicity": result["mean_toxicity"]}
-
-
-TOXICITY = Behavior(
-    name="toxicity",
-    prompts="toxic-prompts",
-    measure=measure_toxicity,
-    notes={
-        "toxic_rate": "lower is better",
-        "mean_toxicity": "lower is better",
-        "perplexity": "lower is better",
-    },
-)
+from hf_sparc.behaviors import get_behavior
+from hf_sparc.workflows.correction import CorrectionSettings
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -65,10 +47,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         threshold=sizes.threshold,
         threshold_help="a continuation with toxicity score >= this is undesired",
         output="runs/detoxify-adapter",
-        focus=DEFAULT_FOCUS["toxicity"],
+        focus=get_behavior("toxicity").default_focus,
     )
     args = parser.parse_args(argv)
-    return run_correction(parser, args, TOXICITY)
+    return run_correction(parser, args, "toxicity")
 
 
 if __name__ == "__main__":

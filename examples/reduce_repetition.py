@@ -25,27 +25,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from _common import Behavior, add_correction_arguments, make_parser, run_correction
+from _common import add_correction_arguments, make_parser, run_correction
 
-import hf_sparc
 from hf_sparc.architectures import get_architecture, layer_part_names
-from hf_sparc.workflows.correction import DEFAULT_FOCUS
+from hf_sparc.behaviors import get_behavior
 
 PAPER_FRACTION = 0.0003  # ~0.03% of the fc1 weights (paper, OPT)
-
-
-def measure_repetition(model, tokenizer, prompts, **generation) -> dict[str, float]:
-    """Mean response uniqueness ratio of the continuations: higher is better (less repetitive)."""
-    result = hf_sparc.metrics.repetition(model, tokenizer, prompts, progress=False, **generation)
-    return {"mean_rur": result["mean_rur"]}
-
-
-REPETITION = Behavior(
-    name="repetition",
-    prompts="repetition-prompts",
-    measure=measure_repetition,
-    notes={"mean_rur": "higher is better", "perplexity": "lower is better"},
-)
 
 
 def up_projections(model) -> list[str]:
@@ -60,16 +45,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         count=None,
         fraction=PAPER_FRACTION,
         level="weight",
-        threshold=0.5,  # the paper's
+        threshold=get_behavior("repetition").default_threshold,  # the paper's
         threshold_help="a continuation with response uniqueness ratio < this is undesired",
         output="runs/repetition-adapter",
-        focus=DEFAULT_FOCUS["repetition"],
+        focus=get_behavior("repetition").default_focus,
     )
     parser.set_defaults(candidates=36, eval_prompts=36)  # the built-in set has 36 prompts per split
     args = parser.parse_args(argv)
     # --level neuron/head: hf_sparc's default targets for that level (up-projections / attention)
     targets = up_projections if args.level == "weight" else (lambda model: None)
-    return run_correction(parser, args, REPETITION, target_modules=targets)
+    return run_correction(parser, args, "repetition", target_modules=targets)
 
 
 if __name__ == "__main__":

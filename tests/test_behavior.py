@@ -7,7 +7,7 @@ import math
 import pytest
 from conftest import TEXTS, make_model
 
-from hf_sparc.behaviors import BehaviorSet, behavior_references, focus_on_words
+from hf_sparc.behaviors import BehaviorSet, Metric, behavior_references, focus_on_words, get_behavior
 from hf_sparc.data import tokenize
 from hf_sparc.metrics import generate_continuations, response_uniqueness_ratio
 
@@ -87,7 +87,7 @@ def test_repetition_keeps_pairs_under_the_rur_threshold(llama, tokenizer, genera
     assert 0 < len(expected) < len(TEXTS)  # this random Llama loops on some prompts only
     assert result.kept == expected and result.scores == rurs
     assert result.scorer == "rur" and result.threshold == 0.7
-    with pytest.raises(ValueError, match="toxicity' only"):
+    with pytest.raises(ValueError, match="scorer= applies"):
         behavior_references(llama, tokenizer, TEXTS, behavior="repetition", scorer=lambda t: [0.0] * len(t))
 
 
@@ -195,7 +195,32 @@ def test_focus_on_words_for_repetition_flags_repeats_only():
     focused = focus_on_words(references)
     assert [pair["continuation"] for pair in focused] == [" yes,", " Yes!"]
     assert focused[1]["prompt"] == "Prompt 0: Yes yes, no."
-    with pytest.raises(ValueError, match="'toxicity' only"):
+    with pytest.raises(ValueError, match="scorer= applies"):
         focus_on_words(references, scorer=lambda words: [1.0] * len(words))
     with pytest.raises(ValueError, match="already"):
         focus_on_words(focused)
+
+
+def test_metric_direction_and_comparison():
+    lower, higher, toward_half = Metric("a", False), Metric("b", True), Metric("c", False, ideal=0.5)
+    assert lower.better(0.1, 0.2) and not lower.better(0.2, 0.2) and higher.better(0.3, 0.2)
+    assert (
+        toward_half.better(0.45, 0.7) and toward_half.better(0.55, 0.3) and not toward_half.better(0.2, 0.6)
+    )
+    assert (lower.direction, higher.direction) == ("lower is better", "higher is better")
+    assert toward_half.direction == "lower is better, toward 0.5"
+
+
+def test_registry_knows_each_behaviours_defaults():
+    toxicity, repetition = get_behavior("toxicity"), get_behavior("repetition")
+    assert (toxicity.default_threshold, toxicity.default_focus, toxicity.metric.name) == (
+        0.9,
+        "words",
+        "toxic_rate",
+    )
+    assert (repetition.default_threshold, repetition.default_focus) == (0.5, "continuation")
+    assert (
+        repetition.metric_named("mean_rur").higher_is_better
+        and not repetition.metric_named("perplexity").higher_is_better
+    )
+    assert len(toxicity.probes(3)) == 3 and all(isinstance(p, str) for p in repetition.probes())

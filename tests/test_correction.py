@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from conftest import make_model
+import json
+import statistics
 
-from hf_sparc.workflows.correction import CorrectionSettings, plot, run_correction
+import pytest
+from conftest import TEXTS, make_model
+
+from hf_sparc.behaviors import BEHAVIORS, GeneratedBehavior, Metric, get_behavior
+from hf_sparc.data.builtin import split_items
+from hf_sparc.metrics import generate_continuations
+from hf_sparc.reports.writer import write_files
+from hf_sparc.workflows.correction import CorrectionSettings, correction_figure, run_correction
 
 # Sizes that keep a whole correction experiment on a tiny model within seconds.
 SMALL = dict(
@@ -37,7 +44,7 @@ def test_controls_use_the_same_count_and_level(tokenizer, tmp_path, capsys):
     assert all(row["perplexity"] > 1 for row in result.rows.values())
     table = result.table()
     assert all(f"| {name} |" in table for name in result.rows)
-    plot(result, str(tmp_path / "plot.png"))
+    write_files(tmp_path, {"plot.png": correction_figure(result)})
     assert (tmp_path / "plot.png").stat().st_size > 1000
     # references + base + lrp + 4 controls + 2 random seeds, each scored once
     assert len(calls) >= 1 + 1 + 1 + 4 + 2
@@ -81,3 +88,51 @@ def test_focus_decides_what_the_references_explain(tokenizer):
 def test_unknown_focus_fails_before_any_work(tokenizer):
     with pytest.raises(ValueError, match="Unknown focus"):
         run_correction(make_model("llama"), tokenizer, CorrectionSettings(focus="tokens"))
+
+
+class WordCount(GeneratedBehavior):
+    """A behaviour defined only here: continuations with more than ``threshold`` words."""
+
+    name = "word-count"
+    default_threshold = 0.0
+    default_focus = "continuation"
+    metrics = (Metric("mean_words", higher_is_better=False),)
+
+    def candidates(self, split="reference", seed=0):
+        return split_items(TEXTS, split, seed)
+
+    def scoring(self, scorer):
+        return "words", lambda generations: [float(len(g["continuation"].split())) for g in generations]
+
+    def shows(self, score, threshold):
+        return score > threshold
+
+    def flag_words(self, words, threshold, scorer):
+        return [True] * len(words)
+
+    def measure(self, model, tokenizer, items, *, max_new_tokens, batch_size, scorer):
+        generations = generate_continuations(
+            model, tokenizer, items, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False
+        )
+        return {"mean_words": statistics.fmean(len(g["continuation"].split()) for g in generations)}
+
+
+def test_a_behaviour_registered_elsewhere_runs_through_the_whole_experiment(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setitem(BEHAVIORS, "word-count", WordCount())
+    settings = CorrectionSettings(
+        behavior="word-count", count=3, controls=("random",), random_seeds=2, **SMALL
+    )
+    result = run_correction(make_model("llama"), tokenizer, settings)
+    assert result.metric == "mean_words" and list(result.rows) == ["base", "lrp", "random"]
+    assert all("mean_words" in row and row["perplexity"] > 1 for row in result.rows.values())
+    assert result.references["behavior"] == "word-count" and result.references["n_kept"] >= 1
+    assert result.settings.focus == "continuation"  # the behaviour's default
+    result.save(tmp_path, "word count")
+    assert "| selection | mean_words |" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "report.json").read_text())["metric"] == "mean_words"
+
+
+def test_unknown_behaviour_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="Unknown behavior 'rudeness'") as error:
+        get_behavior("rudeness")
+    assert all(repr(name) in str(error.value) for name in BEHAVIORS)

@@ -15,11 +15,13 @@ from hf_sparc.metrics import (
     SparcPerplexity,
     find_toxic_label,
     generate_continuations,
+    log_likelihoods,
     metric_path,
     perplexity,
     pipeline_scorer,
     repetition,
     response_uniqueness_ratio,
+    sequence_start,
     toxicity,
     toxicity_scorer,
 )
@@ -68,6 +70,38 @@ def test_perplexity_is_exp_mean_nll_and_batch_invariant(llama, tokenizer):
     for batch_size in (1, 3, 8):
         value = perplexity(llama, tokenizer, TEXTS, batch_size=batch_size, progress=False)
         assert value == pytest.approx(expected, rel=1e-5)
+
+
+def test_log_likelihoods_sum_every_token_after_the_start_token_and_are_batch_invariant(llama, tokenizer):
+    start = sequence_start(tokenizer)
+    assert start == [tokenizer.bos_token_id]  # the tiny tokenizer adds no special token itself
+    expected = []
+    with torch.no_grad():  # by hand: one unpadded forward per text, every token after <s> scored
+        for text in TEXTS:
+            ids = torch.tensor([start + tokenizer(text)["input_ids"]])
+            log_probs = torch.log_softmax(llama(input_ids=ids).logits[0, :-1].double(), -1)
+            expected.append(float(log_probs.gather(1, ids[0, 1:, None]).sum()))
+    for batch_size in (1, 3, 8):
+        values = log_likelihoods(llama, tokenizer, TEXTS, batch_size=batch_size, progress=False)
+        assert values == pytest.approx(expected, rel=1e-5)
+    # a cut at max_length tokens (the start token included) scores the first tokens only
+    short = log_likelihoods(llama, tokenizer, [TEXTS[-1]], max_length=3, progress=False)
+    ids = torch.tensor([start + tokenizer(TEXTS[-1])["input_ids"][:2]])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(llama(input_ids=ids).logits[0, :-1].double(), -1)
+    assert short[0] == pytest.approx(float(log_probs.gather(1, ids[0, 1:, None]).sum()), rel=1e-5)
+
+
+def test_sequence_start_is_empty_when_the_tokenizer_adds_its_own_token(tokenizer):
+    class AddsBos:
+        bos_token_id, eos_token_id = 2, 3
+
+        def __call__(self, text):
+            return {"input_ids": [2, *tokenizer(text)["input_ids"]]}
+
+    assert sequence_start(AddsBos()) == []
+    with pytest.raises(TypeError, match="single string"):
+        log_likelihoods(None, tokenizer, "one text")
 
 
 @pytest.mark.parametrize("max_length, max_tokens", [(4, None), (128, 10), (4, 7), (128, 1)])

@@ -7,6 +7,7 @@ import argparse
 
 def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
     """Options of the built-in behaviour experiment (``hf_sparc.workflows.correction.CorrectionSettings``)."""
+    from hf_sparc.behaviors import BEHAVIORS, FOCUSES
     from hf_sparc.workflows.correction import CONTROLS
     from hf_sparc.workflows.correction import CorrectionSettings as S
 
@@ -15,7 +16,7 @@ def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False)
         "--behavior",
         required=sweep,
         default=None,
-        choices=["toxicity", "repetition"],
+        choices=list(BEHAVIORS),
         help="correct this behaviour on built-in data: references from the model's own continuations",
     )
     group.add_argument(
@@ -31,9 +32,11 @@ def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False)
     group.add_argument(
         "--focus",
         default=None,
-        choices=["words", "continuation"],
+        choices=FOCUSES,
         help="explain only the undesired words of each reference continuation, or all of its tokens "
-        "(the paper's); default: words for toxicity, continuation for repetition (measured best)",
+        "(the paper's); default: the behaviour's ("
+        + ", ".join(f"{name}: {behavior.default_focus}" for name, behavior in BEHAVIORS.items())
+        + "; measured best)",
     )
     group.add_argument("--candidates", type=int, default=S.n_candidates, help="candidate prompts to continue")
     group.add_argument("--n-general", type=int, default=S.n_general, help="general reference texts")

@@ -1,7 +1,8 @@
 """``hf-sparc correct``: attribute on undesired and general texts, select contrastively, prune.
 
-Two ways in: ``--behavior toxicity|repetition`` runs the paper's experiment on the built-in data
-(references from the model's own behaviour, equal-size controls, plots, per-neuron insight);
+Two ways in: ``--behavior NAME`` (a key of ``hf_sparc.behaviors.BEHAVIORS``) runs the paper's
+experiment on the built-in data (references from the model's own behaviour, equal-size controls,
+plots, per-neuron insight);
 ``--undesired SPEC --general SPEC`` prunes from your own reference texts.
 """
 

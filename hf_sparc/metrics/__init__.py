@@ -1,4 +1,5 @@
-"""Metrics for pruned models: perplexity, repetition (RUR) and toxicity of greedy continuations.
+"""Metrics for pruned models: perplexity, per-text log-likelihood, repetition (RUR) and toxicity of
+greedy continuations.
 
 Plain functions take an in-memory model (or ``PeftModel``) and tokenizer. The same metrics are
 ``evaluate`` modules that load offline from their file (no Hub access)::
@@ -22,7 +23,7 @@ from typing import Any
 
 from hf_sparc.metrics._common import PromptsLike
 from hf_sparc.metrics.generation import generate_continuations
-from hf_sparc.metrics.likelihood import perplexity
+from hf_sparc.metrics.likelihood import log_likelihoods, perplexity, sequence_start
 from hf_sparc.metrics.repetitiveness import repetition, response_uniqueness_ratio
 from hf_sparc.metrics.toxicity_scoring import (
     DEFAULT_SCORER,
@@ -56,12 +57,14 @@ __all__ = [
     "ToxicityScorer",
     "find_toxic_label",
     "generate_continuations",
+    "log_likelihoods",
     "metric_path",
     "perplexity",
     "pipeline_scorer",
     "profanity_scorer",
     "repetition",
     "response_uniqueness_ratio",
+    "sequence_start",
     "toxicity",
     "toxicity_scorer",
 ]

@@ -1,9 +1,9 @@
-"""Perplexity of a causal LM on plain texts (teacher forcing)."""
+"""Perplexity and per-text log-likelihood of a causal LM on plain texts (teacher forcing)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,27 @@ def _within_budget(sequences: list[list[int]], max_tokens: int | None) -> list[l
         kept.append(ids)
         left -= len(ids) - 1
     return kept
+
+
+def _teacher_forced(
+    model: nn.Module, sequences: list[list[int]], batch_size: int, what: str, progress: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(input_ids, attention_mask, logits)`` of ``sequences``, ``batch_size`` at a time, in eval
+    mode without gradients (the model's modes restored afterwards)."""
+    device = model_device(model)
+    with (
+        eval_mode(model),
+        torch.inference_mode(),
+        progress_bar(len(sequences), f"hf_sparc {what}", progress) as bar,
+    ):
+        for start in range(0, len(sequences), batch_size):
+            chunk = sequences[start : start + batch_size]
+            # The pad id is arbitrary: right padding follows every real token (so causal attention
+            # never reaches it) and padded positions are left out of every sum.
+            input_ids, attention_mask = pad_batch(chunk, 0, "right", device)
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            yield input_ids, attention_mask, logits
+            bar.update(len(chunk))
 
 
 def perplexity(
@@ -72,24 +93,65 @@ def perplexity(
     sequences = _within_budget([ids for ids in encoded if len(ids) > 1], max_tokens)
     if not sequences:
         raise ValueError("None of the texts has two or more tokens, so there is nothing to predict.")
-    device = model_device(model)
     nll_sum, n_predicted = 0.0, 0
-    with (
-        eval_mode(model),
-        torch.inference_mode(),
-        progress_bar(len(sequences), "hf_sparc perplexity", progress) as bar,
+    for input_ids, attention_mask, logits in _teacher_forced(
+        model, sequences, batch_size, "perplexity", progress
     ):
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start : start + batch_size]
-            # The pad id is arbitrary: right padding follows every real token (so causal attention
-            # never reaches it) and padded labels are ignored.
-            input_ids, attention_mask = pad_batch(chunk, 0, "right", device)
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            labels = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-            nll = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
-            )
-            nll_sum += float(nll)
-            n_predicted += int((labels != -100).sum())
-            bar.update(len(chunk))
+        labels = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+        nll = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
+        )
+        nll_sum += float(nll)
+        n_predicted += int((labels != -100).sum())
     return math.exp(nll_sum / n_predicted)
+
+
+def sequence_start(tokenizer) -> list[int]:
+    """Token ids to put before a text so that its first token is predicted too.
+
+    None when the tokenizer adds a token of its own (e.g. Llama's BOS); else its BOS token, or
+    its EOS token where it has no BOS (the document separator of GPT-2-style vocabularies), as
+    lm-evaluation-harness does for an empty context.
+    """
+    if tokenizer("")["input_ids"]:
+        return []
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError("The tokenizer adds no special token and has neither a BOS nor an EOS token.")
+    return [start]
+
+
+def log_likelihoods(
+    model: nn.Module,
+    tokenizer,
+    texts: Iterable[str],
+    *,
+    max_length: int = 128,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[float]:
+    """Log-likelihood (natural log) of each text under ``model``: the sum over its tokens of the
+    log-probability of that token given the ones before it.
+
+    Every text is encoded on its own with the tokenizer's special tokens, after
+    :func:`sequence_start` (so its first token is scored as well), and cut to its first
+    ``max_length`` tokens. Padding never enters a sum, so results do not depend on
+    ``batch_size`` beyond floating-point rounding. Compare texts of one tokenization length
+    scale only (e.g. the two sentences of a CrowS-Pairs pair): longer texts have lower sums.
+    """
+    if isinstance(texts, str | bytes):
+        raise TypeError("texts must be a collection of texts, not a single string; wrap it in a list.")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}.")
+    start = sequence_start(tokenizer)
+    sequences = [(start + list(tokenizer(text)["input_ids"]))[:max_length] for text in texts]
+    if any(len(ids) < 2 for ids in sequences):
+        raise ValueError("Every text needs at least one token to score.")
+    sums: list[float] = []
+    for input_ids, attention_mask, logits in _teacher_forced(
+        model, sequences, batch_size, "log-likelihood", progress
+    ):
+        log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        chosen = log_probs.gather(-1, input_ids[:, 1:, None])[..., 0]
+        sums.extend((chosen * attention_mask[:, 1:]).sum(dim=1).tolist())
+    return sums

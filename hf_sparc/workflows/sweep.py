@@ -13,19 +13,14 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from hf_sparc.behaviors import BehaviorSet
+from hf_sparc.behaviors import BehaviorSet, get_behavior
 from hf_sparc.masks import Masks
-from hf_sparc.workflows.correction import (
-    HIGHER_IS_BETTER,
-    CorrectionSettings,
-    mean_and_sd,
-    prepare_experiment,
-)
+from hf_sparc.reports.writer import new_figure, write_report
+from hf_sparc.workflows._experiment import CorrectionSettings, mean_and_sd, prepare_experiment
 
 
 @dataclass
@@ -44,7 +39,7 @@ class SweepResult:
 
     Attributes:
         settings: The run's settings (``count`` unused: the grid is ``counts``).
-        metric: The behaviour metric (``toxic_rate`` or ``mean_rur``).
+        metric: The behaviour's headline metric (e.g. ``toxic_rate`` or ``mean_rur``).
         base: Metrics of the unpruned model.
         points: Every measured selection, in method then count order.
         budget: Allowed relative perplexity increase of the pick.
@@ -122,11 +117,12 @@ class SweepResult:
 
     def save(self, folder: str | os.PathLike, title: str, notes: Sequence[str] = ()) -> None:
         """``report.md``, ``pareto.png`` and, last (it marks a complete run), ``report.json``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "report.md").write_text(self.markdown(title, notes))
-        plot_pareto(self, folder / "pareto.png")
-        (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_report(
+            folder,
+            markdown=self.markdown(title, notes),
+            data=self.to_dict(),
+            files={"pareto.png": pareto_figure(self)},
+        )
 
     def _within_budget(self, point: SweepPoint) -> bool:
         return point.metrics["perplexity"] <= self.base["perplexity"] * (1.0 + self.budget)
@@ -134,10 +130,6 @@ class SweepResult:
 
 def _change(value: float, base: float) -> float:
     return (value - base) / base if base else math.nan
-
-
-def _better(metric: str, a: float, b: float) -> bool:
-    return a > b if HIGHER_IS_BETTER[metric] else a < b
 
 
 def run_sweep(
@@ -164,17 +156,17 @@ def run_sweep(
     if s.controls is None:
         s = replace(s, controls=())
     experiment = prepare_experiment(model, tokenizer, s, scorer=scorer)
-    metric = experiment.metric
+    metric = experiment.behavior.metric
     grid = sorted({int(c) for c in counts})
     methods = (s.method, *experiment.settings.controls)
     points: list[SweepPoint] = []
     pick_masks: dict[int, Masks] = {}
-    with experiment.counting(1 + len(grid) * sum(experiment.n_rankings(method) for method in methods)):
+    with experiment.counting(1 + len(grid) * sum(experiment.n_fits(method) for method in methods)):
         base = experiment.measure(None)
         for method in methods:
-            rankings = experiment.rankings(method)
+            pruners = experiment.fit(method, grid[0])
             for count in grid:
-                masks = [rank(count) for rank in rankings]
+                masks = [pruner.select(count=count) for pruner in pruners]
                 measured = [experiment.measure(m) for m in masks]
                 if method == s.method:
                     pick_masks[count] = masks[0]
@@ -184,7 +176,7 @@ def run_sweep(
                     points.append(SweepPoint(method, count, *mean_and_sd(measured)))
     result = SweepResult(
         settings=experiment.settings,
-        metric=metric,
+        metric=metric.name,
         base=base,
         points=points,
         budget=budget,
@@ -196,22 +188,19 @@ def run_sweep(
     for point in points:
         if point.method != s.method or not result._within_budget(point):
             continue
-        if result.pick is None or _better(metric, point.metrics[metric], result.pick.metrics[metric]):
+        if result.pick is None or metric.better(point.metrics[metric.name], result.pick.metrics[metric.name]):
             result.pick = point
     if result.pick is not None:
         result.pick_masks = pick_masks[result.pick.count]
     return result
 
 
-def plot_pareto(result: SweepResult, path: str | os.PathLike) -> None:
-    """Behaviour metric against perplexity, one line per method, the budget and the pick marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def pareto_figure(result: SweepResult):
+    """Behaviour metric against perplexity, one line per method, the budget and the pick marked,
+    as a :class:`matplotlib.figure.Figure` (see :func:`hf_sparc.reports.writer.new_figure`)."""
     from matplotlib import ticker
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    figure, ax = new_figure(6.5, 4.5)
     base = result.base
     ax.scatter([base["perplexity"]], [base[result.metric]], color="#444444", zorder=3, label="unpruned")
     for method in dict.fromkeys(point.method for point in result.points):
@@ -251,11 +240,9 @@ def plot_pareto(result: SweepResult, path: str | os.PathLike) -> None:
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("perplexity on held-out general text" + (" (log)" if wide else ""))
-    better = "higher" if HIGHER_IS_BETTER[result.metric] else "lower"
-    ax.set_ylabel(f"{result.metric} ({better} is better)")
+    direction = get_behavior(result.settings.behavior).metric_named(result.metric).direction
+    ax.set_ylabel(f"{result.metric} ({direction})")
     s = result.settings
     ax.set_title(f"{s.behavior}: {s.level}s cut by count (labels)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return figure

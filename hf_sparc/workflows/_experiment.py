@@ -1,0 +1,242 @@
+"""The data and selections of one behaviour experiment, shared by correction and sweep.
+
+:func:`prepare_experiment` validates the settings, finds the undesired references with the
+behaviour's own rule (:data:`hf_sparc.behaviors.BEHAVIORS`) and loads general text and the
+held-out sets; :meth:`BehaviorExperiment.fit` gets every selection, LRP and controls alike,
+from :class:`hf_sparc.SparcPruner` — the one contrastive-prune path.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from torch import nn
+
+from hf_sparc.attribution.signals import METHODS, get_method
+from hf_sparc.behaviors import (
+    FOCUSES,
+    Behavior,
+    BehaviorSet,
+    Focus,
+    get_behavior,
+    own_references,
+)
+from hf_sparc.data.builtin import builtin_dataset
+from hf_sparc.masks import Masks
+from hf_sparc.metrics import perplexity
+from hf_sparc.metrics._common import progress_bar
+from hf_sparc.tuner.model import apply_masks
+from hf_sparc.workflows.pruner import SparcConfig, SparcPruner
+
+CONTROLS = ("gradient", "wanda", "activation", "magnitude", "random")
+"""Every control the experiment knows; each run uses those that can score its level."""
+
+
+def default_controls(level: str) -> tuple[str, ...]:
+    """The controls of :data:`CONTROLS` that can score ``level`` (e.g. Wanda only weights)."""
+    return tuple(name for name in CONTROLS if level in METHODS[name].levels)
+
+
+@dataclass
+class CorrectionSettings:
+    """Sizes and options of one correction run (all recorded in the report).
+
+    Defaults are sized for a 2-core CPU and SmolLM2-135M (about 15 minutes): every held-in toxic
+    prompt is a candidate (497; the built-in repetition set has 36), 128 general references
+    (the paper's count), 192 held-out prompts (one prompt = 0.5 points of toxic rate; with 64,
+    1.6 points made differences of a few prompts look large).
+    """
+
+    # A key of hf_sparc.behaviors.BEHAVIORS.
+    behavior: str = "toxicity"
+    method: str = "lrp"
+    level: str = "neuron"
+    count: int = 138
+    # Module name suffixes, as in hf_sparc.attribute; the same for the main method and every control.
+    target_modules: tuple[str, ...] | None = None
+    # Signed R with the top half of general relevance protected: the best trade-off measured on
+    # SmolLM2 (docs/RESULTS.md); plain Eq. 7 on |R| multiplied perplexity by 5.4.
+    absolute: bool = False
+    protect_general: float = 0.5
+    # 0.5 for toxicity and repetition: the paper's RUR threshold, and for toxicity a cut that the
+    # bimodal alt-profanity-check scores pass far more often than the paper's Perspective 0.9.
+    # None: the behaviour's default_threshold.
+    threshold: float | None = 0.5
+    # "words": explain only the undesired words of each reference continuation
+    # (hf_sparc.behaviors.focus_on_words); "continuation": every continuation token, as in the
+    # paper. None: the behaviour's default_focus.
+    focus: Focus | None = None
+    n_candidates: int = 497
+    n_general: int = 128
+    n_eval_prompts: int = 192
+    n_eval_texts: int = 32
+    max_new_tokens: int = 32
+    max_length: int = 64
+    batch_size: int = 16
+    random_seeds: int = 5
+    # None: every control that can score ``level`` (see :func:`default_controls`).
+    controls: tuple[str, ...] | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reference_max_length(self) -> int:
+        """Token budget of an undesired reference: a prompt of up to ``max_length`` tokens plus
+        the ``max_new_tokens`` the model wrote after it, so no prompt token is cut."""
+        return self.max_length + self.max_new_tokens
+
+
+def mean_and_sd(rows: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per metric, the mean and the sample standard deviation (0 for one row) over ``rows``
+    (e.g. the random control's seeds)."""
+    keys = rows[0]
+    mean = {key: statistics.fmean(row[key] for row in rows) for key in keys}
+    sd = {key: statistics.stdev(row[key] for row in rows) if len(rows) > 1 else 0.0 for key in keys}
+    return mean, sd
+
+
+@dataclass
+class BehaviorExperiment:
+    """The data of one run: references from the model's own behaviour, general text, held-out sets."""
+
+    model: nn.Module
+    tokenizer: Any
+    settings: CorrectionSettings
+    behavior: Behavior
+    scorer: Any
+    references: BehaviorSet
+    general: list
+    held_out: list
+    texts: list
+    _bar: Any = field(default=None, repr=False)
+
+    @contextmanager
+    def counting(self, total: int) -> Iterator[None]:
+        """A progress bar over the next ``total`` :meth:`measure` calls (each generates on every
+        held-out prompt: minutes on a CPU, with no bar of its own)."""
+        with progress_bar(total, "hf_sparc evaluating selections", True, unit="selection") as bar:
+            self._bar = bar
+            try:
+                yield
+            finally:
+                self._bar = None
+
+    def measure(self, masks: Masks | None) -> dict[str, float]:
+        """Behaviour metrics and perplexity on the held-out sets, unpruned (``None``) or masked."""
+        if masks is None:
+            row = self._evaluate(self.model)
+        else:
+            peft_model = apply_masks(self.model, masks, adapter_name="evaluation")
+            try:
+                row = {**self._evaluate(peft_model), "pruned": masks.total()}
+            finally:
+                peft_model.unload()
+        if self._bar is not None:
+            self._bar.update(1)
+        return row
+
+    def _evaluate(self, model: nn.Module) -> dict[str, float]:
+        s = self.settings
+        row = self.behavior.measure(
+            model, self.tokenizer, self.held_out, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+            scorer=self.scorer,
+        )  # fmt: skip
+        row["perplexity"] = perplexity(
+            model,
+            self.tokenizer,
+            self.texts,
+            max_length=s.max_length,
+            batch_size=s.batch_size,
+            progress=False,
+        )
+        return row
+
+    def n_fits(self, method: str) -> int:
+        """How many pruners :meth:`fit` gives for ``method`` (random: one per seed)."""
+        return self.settings.random_seeds if method == "random" else 1
+
+    def fit(self, method: str, count: int) -> list[SparcPruner]:
+        """Pruners of ``method`` fitted for this experiment, one per random seed (one for every
+        other method), each selecting ``count`` units; ``pruner.select(count=k)`` re-selects
+        without attributing again, so a sweep over counts costs one attribution per method.
+
+        Data methods select contrastively (undesired references vs general text, protecting
+        ``settings.protect_general``); data-free ones (magnitude, random) cut the lowest scores.
+        """
+        s = self.settings
+        seeds = range(s.random_seeds) if method == "random" else (0,)
+        data = {}
+        if METHODS[method].needs_data:
+            data = {"undesired": list(self.references), "general": self.general}
+        return [
+            SparcPruner(
+                SparcConfig(
+                    method=method,
+                    level=s.level,
+                    count=count,
+                    target_modules=list(s.target_modules) if s.target_modules else None,
+                    absolute=s.absolute,
+                    protect_general=s.protect_general,
+                    max_length=s.max_length,
+                    undesired_max_length=s.reference_max_length,
+                    batch_size=max(1, s.batch_size // 2),  # a backward pass needs more memory
+                    seed=seed,
+                )
+            ).fit(self.model, self.tokenizer, **data)
+            for seed in seeds
+        ]
+
+    def reference_summary(self) -> dict[str, Any]:
+        summary = self.references.summary()
+        summary["n_general"] = len(self.general)
+        return summary
+
+
+def _checked(settings: CorrectionSettings | None, scorer) -> tuple[CorrectionSettings, Behavior]:
+    """Settings with the behaviour's defaults filled in; raises on anything unknown."""
+    s = settings or CorrectionSettings()
+    behavior = get_behavior(s.behavior)
+    behavior.check_scorer(scorer)
+    if s.focus is None:
+        s = replace(s, focus=behavior.default_focus)
+    if s.threshold is None:
+        s = replace(s, threshold=behavior.default_threshold)
+    if s.focus not in FOCUSES:
+        raise ValueError(f"Unknown focus {s.focus!r}; expected one of {list(FOCUSES)}.")
+    get_method(s.method, s.level)
+    if s.controls is None:
+        s = replace(s, controls=default_controls(s.level))
+    for control in s.controls:
+        get_method(control, s.level)
+    return s, behavior
+
+
+def prepare_experiment(
+    model: nn.Module, tokenizer, settings: CorrectionSettings | None = None, *, scorer=None
+) -> BehaviorExperiment:
+    """Validate ``settings``, load the built-in splits and build the behaviour references.
+
+    Shared by :func:`hf_sparc.workflows.correction.run_correction` and
+    :func:`hf_sparc.workflows.sweep.run_sweep`: raises before any generation when a behaviour,
+    focus or control is unknown or cannot score the level.
+    """
+    s, behavior = _checked(settings, scorer)
+    references = own_references(
+        model, tokenizer, s.behavior, n_candidates=s.n_candidates, focus=s.focus, threshold=s.threshold,
+        max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, scorer=scorer, seed=s.seed,
+    )  # fmt: skip
+    return BehaviorExperiment(
+        model=model,
+        tokenizer=tokenizer,
+        settings=s,
+        behavior=behavior,
+        scorer=scorer,
+        references=references,
+        general=builtin_dataset("general", "reference", seed=s.seed)[: s.n_general],
+        held_out=behavior.candidates("evaluation", seed=s.seed)[: s.n_eval_prompts],
+        texts=builtin_dataset("general", "evaluation", seed=s.seed)[: s.n_eval_texts],
+    )
