@@ -1,7 +1,7 @@
 """Registry of supported architectures.
 
 To add a model family: write ``hf_sparc/architectures/<family>.py`` with one
-:class:`ArchitectureSpec` and add it to ``_REGISTRY`` below. See docs/ARCHITECTURES.md.
+:class:`ArchitectureSpec` and add it to ``_REGISTRY`` below. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -56,5 +56,5 @@ def get_architecture(model: nn.Module) -> ArchitectureSpec:
         f"Unsupported architecture {model_type!r} ({type(model).__name__}). hf_sparc supports "
         f"model_type in {supported_model_types()}. To add one, write an ArchitectureSpec in "
         "hf_sparc/architectures/<family>.py and register it in hf_sparc/architectures/__init__.py "
-        "(see docs/ARCHITECTURES.md)."
+        "(see docs/ARCHITECTURE.md)."
     )

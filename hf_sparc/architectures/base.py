@@ -28,7 +28,6 @@ class ArchitectureSpec:
         mlp_activation: The element-wise non-linearity module of the MLP.
         position_embeddings: Learned absolute position embedding modules (from the top model),
             counted as inputs for token-level relevance.
-        transposed_weights: ``True`` when projections are ``Conv1D`` (weight ``[in, out]``).
     """
 
     name: str
@@ -45,4 +44,3 @@ class ArchitectureSpec:
     fused_qkv: str | None = None
     mlp_gate: str | None = None
     position_embeddings: tuple[str, ...] = ()
-    transposed_weights: bool = False

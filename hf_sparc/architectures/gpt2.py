@@ -13,5 +13,4 @@ GPT2 = ArchitectureSpec(
     mlp_down="mlp.c_proj",
     mlp_activation="mlp.act",
     position_embeddings=("transformer.wpe",),
-    transposed_weights=True,
 )
