@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 import hf_sparc
-from hf_sparc.behaviors import focus_on_words, get_behavior
+from hf_sparc.behaviors import focus_on_words, get_behavior, mean_outcomes
 from hf_sparc.data import builtin_dataset, default_model_path
 from hf_sparc.metrics import perplexity
 from hf_sparc.workflows.correction import CorrectionSettings
@@ -152,7 +152,7 @@ class ToxicityExperiment:
             model, self.tokenizer, self.prompts, max_new_tokens=a.max_new_tokens, batch_size=8, scorer=None
         )
         return {
-            metric: measured[metric],
+            metric: mean_outcomes(measured)[metric],
             "perplexity": perplexity(
                 model, self.tokenizer, self.texts, max_length=a.max_length, progress=False
             ),

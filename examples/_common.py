@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sparc
-from hf_sparc.behaviors import Behavior, get_behavior, own_references
+from hf_sparc.behaviors import Behavior, get_behavior, mean_outcomes, own_references
 from hf_sparc.data import DEFAULT_MODEL, available_models, builtin_dataset, default_model_path
 from hf_sparc.workflows.correction import CorrectionSettings
 
@@ -163,13 +163,15 @@ def add_correction_arguments(
 
 def evaluate(model, tokenizer, behavior: Behavior, held_out, texts, args) -> dict[str, float]:
     """The behaviour's metrics on ``held_out`` and perplexity on ``texts``."""
-    row = behavior.measure(
-        model,
-        tokenizer,
-        held_out,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        scorer=None,
+    row = mean_outcomes(
+        behavior.measure(
+            model,
+            tokenizer,
+            held_out,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            scorer=None,
+        )
     )
     row["perplexity"] = hf_sparc.metrics.perplexity(
         model, tokenizer, texts, max_length=args.max_length, batch_size=args.batch_size, progress=False

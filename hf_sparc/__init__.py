@@ -10,7 +10,7 @@ from hf_sparc.attribution import attribute, lrp_rules
 from hf_sparc.behaviors import BehaviorSet, behavior_references, focus_on_words
 from hf_sparc.masks import Masks, MaskSummary
 from hf_sparc.relevance import Relevance, RelevanceInfo
-from hf_sparc.selection import select, select_contrastive
+from hf_sparc.selection import candidate_pool, select, select_contrastive
 from hf_sparc.tuner import SparcAdapterConfig
 from hf_sparc.tuner.export import export_ia3, export_merged, save_adapter
 from hf_sparc.tuner.hub import model_card, push_to_hub
@@ -33,6 +33,7 @@ __all__ = [
     "apply_masks",
     "attribute",
     "behavior_references",
+    "candidate_pool",
     "circuits",
     "compression",
     "correction",

@@ -32,6 +32,7 @@ def select(
     keep: Keep = "highest",
     scope: Scope = "global",
     model: nn.Module | None = None,
+    pool: Pool | None = None,
 ) -> Masks:
     """Select components to prune from relevance scores.
 
@@ -47,6 +48,9 @@ def select(
             size (largest remainder), so exactly ``count`` components are pruned.
         model: Needed for ``scope="row"`` only: tells which dimension of each weight indexes its
             outputs (GPT-2 stores its projections ``[in, out]``, so an output row is a column).
+        pool: Only these components may be pruned (``True`` per component, see
+            :func:`candidate_pool`): a control that must choose among the same candidates as
+            another method. ``None``: all.
 
     Returns:
         The :class:`~hf_sparc.Masks` to prune.
@@ -58,8 +62,8 @@ def select(
     if keep not in ("highest", "lowest"):
         raise ValueError(f"keep must be 'highest' or 'lowest', got {keep!r}.")
     amount = f"count={count}" if count is not None else f"fraction={fraction}"
-    rule = f"select(keep={keep!r}, scope={scope!r}, {amount})"
-    return _select(rel, keep == "lowest", count, fraction, scope, model, rule)
+    rule = f"select(keep={keep!r}, scope={scope!r}, {amount}{_pool_note(pool)})"
+    return _select(rel, keep == "lowest", count, fraction, scope, model, rule, pool)
 
 
 def select_contrastive(
@@ -71,6 +75,7 @@ def select_contrastive(
     scope: Scope = "global",
     model: nn.Module | None = None,
     protect_general: float = 0.0,
+    pool: Pool | None = None,
 ) -> Masks:
     """Prune the components specific to an undesired behaviour (paper Eq. 7).
 
@@ -85,37 +90,46 @@ def select_contrastive(
             that are never pruned. General relevance is heavy-tailed: plain Eq. 7 (``0.0``, the
             default) can pick units the whole model depends on (see docs/RESULTS.md, where
             ``0.5`` kept perplexity within 1.1% on SmolLM2 while Eq. 7 alone multiplied it).
+        pool: As in :func:`select`; with ``protect_general`` both restrictions apply.
     """
     if not 0.0 <= protect_general < 1.0:
         raise ValueError(f"protect_general must be in [0, 1), got {protect_general}.")
     diff = general - undesired
     amount = f"count={count}" if count is not None else f"fraction={fraction}"
-    rule = f"select_contrastive(scope={scope!r}, {amount}, protect_general={protect_general})"
+    rule = (
+        f"select_contrastive(scope={scope!r}, {amount}, protect_general={protect_general}{_pool_note(pool)})"
+    )
     if protect_general > 0.0:
-        diff = _protect(diff, general, protect_general)
-        available = sum(int((t < _PROTECTED).sum()) for t in diff.values())
-        wanted = _amount(count, fraction, diff.numel())
-        if wanted > available:
-            raise ValueError(
-                f"Only {available} components are unprotected (protect_general={protect_general}); "
-                f"cannot prune {wanted}. Lower protect_general or the count."
-            )
-    return _select(diff, False, count, fraction, scope, model, rule)
+        protected = candidate_pool(general, protect_general)
+        pool = protected if pool is None else {name: pool[name] & protected[name] for name in protected}
+    return _select(diff, False, count, fraction, scope, model, rule, pool)
+
+
+Pool = dict[str, torch.Tensor]
+"""Per module, a boolean tensor shaped like its scores: ``True`` where a component may be pruned."""
+
+
+def candidate_pool(general: Relevance, protect_general: float) -> Pool:
+    """The components that ``protect_general`` leaves prunable: all but the ``protect_general``
+    share with the largest ``|general|`` (ties at the cut stay prunable).
+
+    What :func:`select_contrastive` chooses from; pass it as ``pool=`` to give a control
+    (random, magnitude, another signal) the same candidates.
+    """
+    if not 0.0 <= protect_general < 1.0:
+        raise ValueError(f"protect_general must be in [0, 1), got {protect_general}.")
+    magnitudes = torch.cat([general[name].abs().flatten().float() for name in general])
+    keep_below = magnitudes.numel() - math.ceil(protect_general * magnitudes.numel())
+    cutoff = magnitudes.sort().values[max(keep_below - 1, 0)]
+    return {name: general[name].abs().float() <= cutoff for name in general}
+
+
+def _pool_note(pool: Pool | None) -> str:
+    return "" if pool is None else f", pool={sum(int(p.sum()) for p in pool.values())} candidates"
 
 
 # Score given to protected components: finite (so ranking stays well-defined) and above any real one.
 _PROTECTED = torch.finfo(torch.float32).max
-
-
-def _protect(diff: Relevance, general: Relevance, share: float) -> Relevance:
-    """``diff`` with the ``share`` of components of largest ``|general|`` set to ``_PROTECTED``."""
-    magnitudes = torch.cat([general[name].abs().flatten().float() for name in diff])
-    keep_below = magnitudes.numel() - math.ceil(share * magnitudes.numel())
-    cutoff = magnitudes.sort().values[max(keep_below - 1, 0)]
-    scores = {
-        name: torch.where(general[name].abs() <= cutoff, diff[name].float(), _PROTECTED) for name in diff
-    }
-    return Relevance(scores, diff.info)
 
 
 def _select(
@@ -126,6 +140,7 @@ def _select(
     scope: str,
     model: nn.Module | None,
     rule: str,
+    pool: Pool | None = None,
 ) -> Masks:
     if rel.level not in MASK_LEVELS:
         raise ValueError(f"Cannot select from {rel.level}-level relevance; use weight, neuron or head level.")
@@ -148,10 +163,19 @@ def _select(
         scores = rel[name].detach().cpu()
         # widening half precision is exact, and not every sort/selection kernel has half versions
         scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
-        return -scores if prune_highest else scores
+        scores = -scores if prune_highest else scores
+        return scores if pool is None else torch.where(pool[name], scores.float(), _PROTECTED)
 
-    available = sum(rel[name].numel() for name in names)
-    k = _amount(count, fraction, available)
+    k = _amount(count, fraction, sum(rel[name].numel() for name in names))
+    if pool is not None:
+        if set(pool) != set(names) or any(pool[n].shape != rel[n].shape for n in names):
+            raise ValueError("pool= must have a boolean tensor shaped like the scores of every module.")
+        available = sum(int(pool[name].sum()) for name in names)
+        if k > available:
+            raise ValueError(
+                f"Only {available} components are unprotected candidates (protect_general, pool); "
+                f"cannot prune {k}. Lower protect_general or the count."
+            )
     if scope == "global":
         picked = _lowest_global((ranked(name) for name in names), k, len(names))
     elif scope == "layer":

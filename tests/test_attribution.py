@@ -251,7 +251,8 @@ def test_wanda_matches_hand_computation(tokenizer):
         for text in TEXTS:
             model(**tokenizer(text, return_tensors="pt"))
     handle.remove()
-    norms = torch.cat(inputs).pow(2).sum(0).sqrt()
+    tokens = torch.cat(inputs)
+    norms = tokens.pow(2).sum(0).sqrt() / tokens.shape[0] ** 0.5  # per token: the input's RMS
     expected = module.weight.detach().abs() * norms
     rel = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, method="wanda", level="weight", batch_size=3)
     torch.testing.assert_close(rel["model.layers.1.mlp.down_proj"], expected, rtol=1e-5, atol=1e-7)
@@ -260,6 +261,17 @@ def test_wanda_matches_hand_computation(tokenizer):
     )
     # structured Wanda: a unit's score is the sum of the Wanda scores of the weights producing it
     torch.testing.assert_close(neurons["model.layers.1.mlp.down_proj"], expected.sum(1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("level", ["neuron", "weight"])
+def test_wanda_scores_do_not_grow_with_repeated_texts(tokenizer, level):
+    # contrastive Wanda compares two reference sets: the set with more tokens must not win by size
+    model = make_model("llama")
+    once = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, method="wanda", level=level)
+    four_times = hf_sparc.attribute(model, TEXTS * 4, tokenizer=tokenizer, method="wanda", level=level)
+    assert four_times.info.n_tokens == 4 * once.info.n_tokens
+    for name in once:
+        torch.testing.assert_close(four_times[name], once[name], rtol=1e-5, atol=1e-7)
 
 
 def test_gradient_neuron_relevance_matches_autograd(tokenizer):

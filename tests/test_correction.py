@@ -12,6 +12,7 @@ from hf_sparc.behaviors import BEHAVIORS, GeneratedBehavior, Metric, get_behavio
 from hf_sparc.data.builtin import split_items
 from hf_sparc.metrics import generate_continuations
 from hf_sparc.reports.writer import write_files
+from hf_sparc.workflows._experiment import prepare_experiment
 from hf_sparc.workflows.correction import CorrectionSettings, correction_figure, run_correction
 
 # Sizes that keep a whole correction experiment on a tiny model within seconds.
@@ -23,6 +24,7 @@ SMALL = dict(
     max_new_tokens=4,
     max_length=16,
     batch_size=4,
+    tasks=(),
 )
 
 
@@ -36,7 +38,9 @@ def test_controls_use_the_same_count_and_level(tokenizer, tmp_path, capsys):
         return [1.0] * len(texts)
 
     result = run_correction(model, tokenizer, settings, scorer=everything_is_toxic)
-    assert list(result.rows) == ["base", "lrp", "gradient", "wanda", "activation", "magnitude", "random"]
+    assert list(result.rows) == [
+        "base", "lrp", "gradient", "wanda", "activation", "magnitude", "random", "random (unprotected)"
+    ]  # fmt: skip
     assert result.masks.total() == 5 and result.masks.level == "neuron"
     assert all(row["pruned"] == 5 for name, row in result.rows.items() if name != "base")
     assert "toxic_rate_sd" in result.rows["random"] and result.rows["base"]["toxic_rate"] == 1.0
@@ -46,11 +50,11 @@ def test_controls_use_the_same_count_and_level(tokenizer, tmp_path, capsys):
     assert all(f"| {name} |" in table for name in result.rows)
     write_files(tmp_path, {"plot.png": correction_figure(result)})
     assert (tmp_path / "plot.png").stat().st_size > 1000
-    # references + base + lrp + 4 controls + 2 random seeds, each scored once
-    assert len(calls) >= 1 + 1 + 1 + 4 + 2
-    # the evaluations (each a full generation pass) have a bar: base + lrp + 4 controls + 2 seeds
+    # references + base + lrp + 4 controls + 2 random seeds + 2 unprotected ones, each scored once
+    assert len(calls) >= 1 + 1 + 1 + 4 + 2 + 2
+    # the evaluations (each a full generation pass) have a bar
     err = capsys.readouterr().err
-    assert "hf_sparc evaluating selections: 100%" in err and "| 8/8 [" in err
+    assert "hf_sparc evaluating selections: 100%" in err and "| 10/10 [" in err
 
 
 def test_unknown_behavior_or_control_fails_before_any_work(tokenizer):
@@ -114,7 +118,7 @@ class WordCount(GeneratedBehavior):
         generations = generate_continuations(
             model, tokenizer, items, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False
         )
-        return {"mean_words": statistics.fmean(len(g["continuation"].split()) for g in generations)}
+        return {"mean_words": [float(len(g["continuation"].split())) for g in generations]}
 
 
 def test_a_behaviour_registered_elsewhere_runs_through_the_whole_experiment(tokenizer, tmp_path, monkeypatch):
@@ -123,12 +127,13 @@ def test_a_behaviour_registered_elsewhere_runs_through_the_whole_experiment(toke
         behavior="word-count", count=3, controls=("random",), random_seeds=2, **SMALL
     )
     result = run_correction(make_model("llama"), tokenizer, settings)
-    assert result.metric == "mean_words" and list(result.rows) == ["base", "lrp", "random"]
+    assert result.metric == "mean_words"
+    assert list(result.rows) == ["base", "lrp", "random", "random (unprotected)"]
     assert all("mean_words" in row and row["perplexity"] > 1 for row in result.rows.values())
     assert result.references["behavior"] == "word-count" and result.references["n_kept"] >= 1
     assert result.settings.focus == "continuation"  # the behaviour's default
     result.save(tmp_path, "word count")
-    assert "| selection | mean_words |" in (tmp_path / "report.md").read_text()
+    assert "| selection | candidates | mean_words |" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["metric"] == "mean_words"
 
 
@@ -136,3 +141,29 @@ def test_unknown_behaviour_lists_the_registered_ones():
     with pytest.raises(ValueError, match="Unknown behavior 'rudeness'") as error:
         get_behavior("rudeness")
     assert all(repr(name) in str(error.value) for name in BEHAVIORS)
+
+
+def test_every_control_chooses_among_the_main_methods_candidates(tokenizer):
+    model = make_model("llama")
+    settings = CorrectionSettings(count=5, random_seeds=3, protect_general=0.5, **SMALL)
+    experiment = prepare_experiment(model, tokenizer, settings, scorer=lambda texts: [1.0] * len(texts))
+    (main,) = experiment.fit("lrp", 5)
+    pool = main.candidate_pool()
+    result = run_correction(model, tokenizer, settings, scorer=lambda texts: [1.0] * len(texts))
+    assert result.masks.indices.keys() == main.masks.indices.keys()
+
+    def inside(masks):
+        return all(bool(pool[name][idx].all()) for name, idx in masks.indices.items())
+
+    assert inside(result.masks)
+    for name in ("gradient", "wanda", "activation", "magnitude", "random"):
+        assert result.rules[name] == "lrp's candidates"
+        assert all(inside(m) for m in result.selections[name]), name
+    # the labelled unprotected row draws from every unit: over 3 seeds some pick lands outside
+    assert result.rules["random (unprotected)"].startswith("all units")
+    assert not all(inside(m) for m in result.selections["random (unprotected)"])
+    # per-item outcomes behind every row, one list per seed, as long as the held-out set
+    record = result.to_dict()
+    assert [len(seeds) for seeds in record["outcomes"].values()] == [1, 1, 1, 1, 1, 1, 3, 3]
+    assert all(len(o["toxic_rate"]) == 4 and len(o["nll"]) == 4 for o in record["outcomes"]["random"])
+    assert result.rows["base"]["toxic_rate"] == statistics.fmean(record["outcomes"]["base"][0]["toxic_rate"])

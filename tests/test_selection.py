@@ -223,7 +223,7 @@ def test_protect_general_never_cuts_units_general_text_relies_on():
     protected = select_contrastive(undesired=undesired, general=general, count=1, protect_general=0.5)
     assert protected["m"].tolist() == [2]
     assert "protect_general=0.5" in protected.rule
-    with pytest.raises(ValueError, match="Only 2 components are unprotected"):
+    with pytest.raises(ValueError, match="Only 2 components are unprotected candidates"):
         select_contrastive(undesired=undesired, general=general, count=3, protect_general=0.5)
     with pytest.raises(ValueError, match=r"protect_general must be in \[0, 1\)"):
         select_contrastive(undesired=undesired, general=general, count=1, protect_general=1.0)

@@ -25,6 +25,7 @@ from hf_sparc.behaviors.base import (
     Focus,
     GeneratedBehavior,
     Metric,
+    mean_outcomes,
     word_spans,
 )
 from hf_sparc.behaviors.bias import Bias
@@ -51,6 +52,7 @@ __all__ = [
     "behavior_references",
     "focus_on_words",
     "get_behavior",
+    "mean_outcomes",
     "own_references",
 ]
 

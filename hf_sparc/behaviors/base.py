@@ -11,6 +11,7 @@ behaviour is one subclass in one file plus one line in the registry
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -53,6 +54,16 @@ class Metric:
         """``"higher is better"``, ``"lower is better"`` or e.g. ``"lower is better, toward 0.5"``."""
         word = "higher" if self.higher_is_better else "lower"
         return f"{word} is better" + ("" if self.ideal is None else f", toward {self.ideal:g}")
+
+
+def mean_outcomes(outcomes: dict[str, list[float]]) -> dict[str, float]:
+    """Per metric, the mean of its per-item outcomes (:meth:`Behavior.measure`), NaN ones left
+    out (NaN when all are)."""
+    means = {}
+    for name, values in outcomes.items():
+        finite = [value for value in values if math.isfinite(value)]
+        means[name] = sum(finite) / len(finite) if finite else math.nan
+    return means
 
 
 PERPLEXITY = Metric("perplexity", higher_is_better=False)
@@ -150,6 +161,12 @@ class Behavior(ABC):
         """The headline metric."""
         return self.metrics[0]
 
+    @property
+    def table_metrics(self) -> tuple[str, ...]:
+        """Metrics with a column (interval, paired tests) in correction tables: the headline one
+        unless a subclass names more (e.g. the same rate under two scorers)."""
+        return (self.metric.name,)
+
     def metric_named(self, name: str) -> Metric:
         """The :class:`Metric` reported under ``name`` (this behaviour's, or perplexity)."""
         for metric in (*self.metrics, PERPLEXITY):
@@ -202,8 +219,10 @@ class Behavior(ABC):
         max_new_tokens: int,
         batch_size: int,
         scorer,
-    ) -> dict[str, float]:
-        """Every metric of :attr:`metrics` on held-out ``items`` (perplexity is measured apart)."""
+    ) -> dict[str, list[float]]:
+        """Per held-out item, the outcome behind every metric of :attr:`metrics` (perplexity is
+        measured apart): a metric's value is the mean of its outcomes, NaN ones left out (e.g.
+        toxic 0/1 per prompt for the toxic rate). Kept per item for paired statistics."""
 
 
 class GeneratedBehavior(Behavior):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import math
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -137,9 +136,6 @@ class Bias(Behavior):
         max_new_tokens: int,
         batch_size: int,
         scorer,
-    ) -> dict[str, float]:
+    ) -> dict[str, list[float]]:
         margins = _margins(model, tokenizer, items, batch_size)
-        return {
-            "stereotype_rate": sum(margin > 0 for margin in margins) / len(margins),
-            "mean_margin": statistics.fmean(margins),
-        }
+        return {"stereotype_rate": [float(margin > 0) for margin in margins], "mean_margin": margins}

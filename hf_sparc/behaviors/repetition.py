@@ -53,8 +53,8 @@ class Repetition(GeneratedBehavior):
         max_new_tokens: int,
         batch_size: int,
         scorer,
-    ) -> dict[str, float]:
+    ) -> dict[str, list[float]]:
         measured = repetition(
             model, tokenizer, items, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False
         )
-        return {"mean_rur": measured["mean_rur"]}
+        return {"mean_rur": measured["rur"]}

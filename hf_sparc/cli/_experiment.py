@@ -54,6 +54,13 @@ def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False)
         + ("; none for sweep)" if sweep else ")"),
     )
     group.add_argument("--random-seeds", type=int, default=S.random_seeds, help="seeds of the random control")
+    group.add_argument(
+        "--tasks",
+        default=",".join(S.tasks) if not sweep else "none",
+        help="zero-shot multiple-choice tasks (lm-evaluation-harness) measured on every selection: a comma "
+        "list, or none",
+    )
+    group.add_argument("--task-limit", type=int, default=S.task_limit, help="questions per task")
 
 
 def experiment_settings(args: argparse.Namespace):
@@ -80,5 +87,9 @@ def experiment_settings(args: argparse.Namespace):
         batch_size=args.batch_size or defaults.batch_size,
         random_seeds=args.random_seeds,
         controls=None if args.controls is None else tuple(args.controls),
+        tasks=()
+        if args.tasks.strip().lower() == "none"
+        else tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+        task_limit=args.task_limit,
         seed=args.seed,
     )

@@ -23,7 +23,7 @@ from typing import Any
 
 from hf_sparc.metrics._common import PromptsLike
 from hf_sparc.metrics.generation import generate_continuations
-from hf_sparc.metrics.likelihood import log_likelihoods, perplexity, sequence_start
+from hf_sparc.metrics.likelihood import log_likelihoods, perplexity, sequence_start, text_nlls
 from hf_sparc.metrics.repetitiveness import repetition, response_uniqueness_ratio
 from hf_sparc.metrics.toxicity_scoring import (
     DEFAULT_SCORER,
@@ -65,6 +65,7 @@ __all__ = [
     "repetition",
     "response_uniqueness_ratio",
     "sequence_start",
+    "text_nlls",
     "toxicity",
     "toxicity_scorer",
 ]

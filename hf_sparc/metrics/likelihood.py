@@ -83,6 +83,27 @@ def perplexity(
     Raises:
         ValueError: No text yields a predicted token.
     """
+    nlls, counts = text_nlls(
+        model, tokenizer, texts, max_length=max_length, batch_size=batch_size, max_tokens=max_tokens,
+        progress=progress,
+    )  # fmt: skip
+    return math.exp(sum(nlls) / sum(counts))
+
+
+def text_nlls(
+    model: nn.Module,
+    tokenizer,
+    texts: Iterable[str],
+    *,
+    max_length: int = 128,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    progress: bool = True,
+) -> tuple[list[float], list[int]]:
+    """Per scored text, the summed next-token NLL and the number of predicted tokens: what
+    :func:`perplexity` is ``exp(sum(nll) / sum(count))`` of, kept per text for paired statistics
+    (:func:`hf_sparc.reports.statistics.bootstrap_change`). Arguments as for :func:`perplexity`;
+    texts with fewer than two tokens are left out."""
     if isinstance(texts, str | bytes):
         raise TypeError("texts must be a collection of texts, not a single string; wrap it in a list.")
     if max_length < 2:
@@ -93,17 +114,18 @@ def perplexity(
     sequences = _within_budget([ids for ids in encoded if len(ids) > 1], max_tokens)
     if not sequences:
         raise ValueError("None of the texts has two or more tokens, so there is nothing to predict.")
-    nll_sum, n_predicted = 0.0, 0
+    nlls: list[float] = []
+    counts: list[int] = []
     for input_ids, attention_mask, logits in _teacher_forced(
         model, sequences, batch_size, "perplexity", progress
     ):
         labels = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
         nll = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
+            logits[:, :-1].transpose(1, 2).float(), labels, ignore_index=-100, reduction="none"
         )
-        nll_sum += float(nll)
-        n_predicted += int((labels != -100).sum())
-    return math.exp(nll_sum / n_predicted)
+        nlls.extend(nll.sum(1).tolist())
+        counts.extend((labels != -100).sum(1).tolist())
+    return nlls, counts
 
 
 def sequence_start(tokenizer) -> list[int]:

@@ -8,6 +8,7 @@ from :class:`hf_sparc.SparcPruner` — the one contrastive-prune path.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,10 +26,12 @@ from hf_sparc.behaviors import (
     get_behavior,
     own_references,
 )
+from hf_sparc.behaviors.base import mean_outcomes
 from hf_sparc.data.builtin import builtin_dataset
 from hf_sparc.masks import Masks
-from hf_sparc.metrics import perplexity
+from hf_sparc.metrics import text_nlls
 from hf_sparc.metrics._common import progress_bar
+from hf_sparc.metrics.capability import zero_shot_accuracy
 from hf_sparc.tuner.model import apply_masks
 from hf_sparc.workflows.pruner import SparcConfig, SparcPruner
 
@@ -74,6 +77,10 @@ class CorrectionSettings:
     n_general: int = 128
     n_eval_prompts: int = 192
     n_eval_texts: int = 32
+    # Zero-shot multiple-choice tasks of hf_sparc.metrics.capability measured on every selection
+    # (lm-evaluation-harness), ``task_limit`` questions each; () skips them.
+    tasks: tuple[str, ...] = ("piqa", "openbookqa", "commonsenseqa", "siqa", "mmlu")
+    task_limit: int = 200
     max_new_tokens: int = 32
     max_length: int = 64
     batch_size: int = 16
@@ -88,6 +95,21 @@ class CorrectionSettings:
         """Token budget of an undesired reference: a prompt of up to ``max_length`` tokens plus
         the ``max_new_tokens`` the model wrote after it, so no prompt token is cut."""
         return self.max_length + self.max_new_tokens
+
+
+@dataclass
+class Measurement:
+    """One selection measured on the held-out sets.
+
+    ``values``: every metric (behaviour metrics, ``perplexity``, ``accuracy`` = mean over tasks
+    and ``accuracy:<task>``, ``pruned``). ``outcomes``: per held-out item, what each mean is
+    made of (e.g. toxic 0/1 per prompt), plus ``nll``/``tokens`` per general text (perplexity is
+    ``exp(sum(nll) / sum(tokens))``) and ``accuracy:<task>`` 0/1 per question — for paired
+    statistics (:mod:`hf_sparc.reports.statistics`).
+    """
+
+    values: dict[str, float]
+    outcomes: dict[str, list[float]]
 
 
 def mean_and_sd(rows: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -125,47 +147,59 @@ class BehaviorExperiment:
             finally:
                 self._bar = None
 
-    def measure(self, masks: Masks | None) -> dict[str, float]:
+    def measure(self, masks: Masks | None) -> Measurement:
         """Behaviour metrics and perplexity on the held-out sets, unpruned (``None``) or masked."""
         if masks is None:
-            row = self._evaluate(self.model)
+            measured = self._evaluate(self.model)
         else:
             peft_model = apply_masks(self.model, masks, adapter_name="evaluation")
             try:
-                row = {**self._evaluate(peft_model), "pruned": masks.total()}
+                measured = self._evaluate(peft_model)
             finally:
                 peft_model.unload()
+            measured.values["pruned"] = masks.total()
         if self._bar is not None:
             self._bar.update(1)
-        return row
+        return measured
 
-    def _evaluate(self, model: nn.Module) -> dict[str, float]:
+    def _evaluate(self, model: nn.Module) -> Measurement:
         s = self.settings
-        row = self.behavior.measure(
+        outcomes = self.behavior.measure(
             model, self.tokenizer, self.held_out, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
             scorer=self.scorer,
         )  # fmt: skip
-        row["perplexity"] = perplexity(
-            model,
-            self.tokenizer,
-            self.texts,
-            max_length=s.max_length,
-            batch_size=s.batch_size,
+        values = mean_outcomes(outcomes)
+        nlls, counts = text_nlls(
+            model, self.tokenizer, self.texts, max_length=s.max_length, batch_size=s.batch_size,
             progress=False,
-        )
-        return row
+        )  # fmt: skip
+        values["perplexity"] = math.exp(sum(nlls) / sum(counts))
+        outcomes = {**outcomes, "nll": nlls, "tokens": [float(n) for n in counts]}
+        if s.tasks:
+            accuracy = zero_shot_accuracy(
+                model, self.tokenizer, s.tasks, limit=s.task_limit, seed=s.seed, batch_size=s.batch_size,
+                progress=False,
+            )  # fmt: skip
+            for task, correct in accuracy.outcomes.items():
+                outcomes[f"accuracy:{task}"] = [float(c) for c in correct]
+                values[f"accuracy:{task}"] = accuracy.accuracy[task]
+            outcomes["accuracy"] = [float(c) for task in s.tasks for c in accuracy.outcomes[task]]
+            values["accuracy"] = accuracy.mean_accuracy
+        return Measurement(values, outcomes)
 
     def n_fits(self, method: str) -> int:
         """How many pruners :meth:`fit` gives for ``method`` (random: one per seed)."""
         return self.settings.random_seeds if method == "random" else 1
 
-    def fit(self, method: str, count: int) -> list[SparcPruner]:
+    def fit(self, method: str, count: int, *, protect_general: float | None = None) -> list[SparcPruner]:
         """Pruners of ``method`` fitted for this experiment, one per random seed (one for every
         other method), each selecting ``count`` units; ``pruner.select(count=k)`` re-selects
         without attributing again, so a sweep over counts costs one attribution per method.
 
         Data methods select contrastively (undesired references vs general text, protecting
-        ``settings.protect_general``); data-free ones (magnitude, random) cut the lowest scores.
+        ``protect_general``, default ``settings.protect_general``); data-free ones (magnitude,
+        random) cut the lowest scores. A control re-selects within the main method's candidates
+        with ``pruner.select(count=..., pool=main.candidate_pool())``.
         """
         s = self.settings
         seeds = range(s.random_seeds) if method == "random" else (0,)
@@ -180,7 +214,7 @@ class BehaviorExperiment:
                     count=count,
                     target_modules=list(s.target_modules) if s.target_modules else None,
                     absolute=s.absolute,
-                    protect_general=s.protect_general,
+                    protect_general=s.protect_general if protect_general is None else protect_general,
                     max_length=s.max_length,
                     undesired_max_length=s.reference_max_length,
                     batch_size=max(1, s.batch_size // 2),  # a backward pass needs more memory

@@ -1,12 +1,14 @@
-"""Behaviour correction with equal-size controls: the paper's experiment as one function.
+"""Behaviour correction with like-for-like controls: the paper's experiment as one function.
 
 ``run_correction`` builds the undesired reference set from the model's own behaviour (e.g.
 greedy continuations that score as toxic / repetitive; each behaviour of
-:data:`hf_sparc.behaviors.BEHAVIORS` says how), attributes it and general text, selects the same
-number of components with LRP and with each control (Gradient×Input, activation, magnitude,
-random over several seeds), and measures the behaviour and perplexity on held-out data for
-every selection. Same count, same level, same evaluation data for all: a win of LRP over the
-controls cannot be mere capacity loss.
+:data:`hf_sparc.behaviors.BEHAVIORS` says how), attributes it and general text, and selects the
+same number of components with LRP and with each control (Gradient×Input, Wanda, activation,
+magnitude, random over several seeds). Every control chooses among the same candidates as LRP —
+the units its ``protect_general`` rule leaves — ranked by its own score; one more random row
+draws from all units and says so. Every selection is measured on the same held-out items
+(behaviour under each scorer, perplexity, zero-shot accuracy), per item, so that each change
+gets a bootstrap interval and a paired test (:mod:`hf_sparc.reports.correction`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from torch import nn
 
 from hf_sparc.behaviors import BehaviorSet, get_behavior
 from hf_sparc.masks import Masks
+from hf_sparc.reports.correction import correction_tables
 from hf_sparc.reports.writer import new_figure, write_report
 from hf_sparc.workflows._experiment import (
     CONTROLS,
     CorrectionSettings,
+    Measurement,
     default_controls,
     mean_and_sd,
     prepare_experiment,
@@ -33,8 +37,10 @@ from hf_sparc.workflows._experiment import (
 
 __all__ = [
     "CONTROLS",
+    "UNPROTECTED_RANDOM",
     "CorrectionResult",
     "CorrectionSettings",
+    "Measurement",
     "correction_figure",
     "default_controls",
     "mean_and_sd",
@@ -42,13 +48,19 @@ __all__ = [
 ]
 
 
+UNPROTECTED_RANDOM = "random (unprotected)"
+"""Row name of the random control that draws from every unit, ignoring the candidate pool."""
+
+
 @dataclass
 class CorrectionResult:
     """What :func:`run_correction` measured.
 
     ``rows`` maps a selection name (``"base"``, ``"lrp"``, ``"random"``, ...) to its metrics;
-    random is the mean over seeds with ``*_sd`` standard deviations. ``masks`` holds the selection
-    of the main method, ``references`` what the undesired reference set was made of.
+    random is the mean over seeds with ``*_sd`` standard deviations. ``measurements`` holds the
+    per-item outcomes behind every row (one entry per seed), ``rules`` which candidates each
+    row chose from, ``selections`` its masks (one per seed). ``masks`` holds the selection of the main method, ``references`` what the
+    undesired reference set was made of.
     """
 
     settings: CorrectionSettings
@@ -57,32 +69,30 @@ class CorrectionResult:
     references: dict[str, Any]
     metric: str
     reference_pairs: BehaviorSet | None = field(default=None, repr=False)
+    measurements: dict[str, list[Measurement]] = field(default_factory=dict, repr=False)
+    rules: dict[str, str] = field(default_factory=dict)
+    selections: dict[str, list[Masks]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON record: settings, rows, rules and every per-item outcome (what
+        :func:`hf_sparc.reports.correction.correction_tables` renders)."""
+        behavior = get_behavior(self.settings.behavior)
         return {
             "settings": asdict(self.settings),
             "metric": self.metric,
+            "table_metrics": list(behavior.table_metrics),
             "rows": self.rows,
+            "rules": self.rules,
             "references": self.references,
             "pruned": self.masks.total(),
             "of": self.masks.size(),
+            "outcomes": {name: [m.outcomes for m in runs] for name, runs in self.measurements.items()},
         }
 
     def table(self) -> str:
-        """Markdown table: behaviour metric and perplexity per selection, change vs base."""
-        base = self.rows["base"]
-        lines = [
-            f"| selection | {self.metric} | Δ vs base | perplexity | Δ vs base |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for name, row in self.rows.items():
-            cells = [name]
-            for key in (self.metric, "perplexity"):  # "pruned" is the same for all: checked in tests
-                value, sd = row[key], row.get(f"{key}_sd")
-                cells.append(f"{value:.4f}" + (f" ± {sd:.4f}" if sd is not None else ""))
-                cells.append("" if name == "base" else f"{(value - base[key]) / base[key]:+.1%}")
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        """Markdown tables with 95% intervals and paired tests (see
+        :func:`hf_sparc.reports.correction.correction_tables`)."""
+        return correction_tables(self.to_dict())
 
     def markdown(self, title: str, notes: Sequence[str] = ()) -> str:
         """A report: the table, what the references were, the settings, then ``notes`` paragraphs."""
@@ -132,11 +142,23 @@ def run_correction(
     experiment = prepare_experiment(model, tokenizer, settings, scorer=scorer)
     s = experiment.settings
     (main,) = experiment.fit(s.method, s.count)
-    with experiment.counting(2 + sum(experiment.n_fits(control) for control in s.controls)):
-        rows = {"base": experiment.measure(None), s.method: experiment.measure(main.masks)}
-        for control in s.controls:
-            measured = [experiment.measure(pruner.masks) for pruner in experiment.fit(control, s.count)]
-            rows[control] = _mean_rows(measured) if control == "random" else measured[0]
+    pool = main.candidate_pool()
+    share = f"{s.protect_general:g}" if s.protect_general else "none"
+    rules = {"base": "", s.method: f"own (protect {share} of |{s.method} R_general|)"}
+    selections: dict[str, list[Masks]] = {}
+    for control in s.controls:
+        # every control picks among the main method's candidates, ranked by its own score
+        pruners = experiment.fit(control, s.count, protect_general=0.0)
+        selections[control] = [pruner.select(count=s.count, pool=pool) for pruner in pruners]
+        rules[control] = f"{s.method}'s candidates"
+    if "random" in s.controls:
+        selections[UNPROTECTED_RANDOM] = [pruner.masks for pruner in experiment.fit("random", s.count)]
+        rules[UNPROTECTED_RANDOM] = "all units (unprotected)"
+    with experiment.counting(2 + sum(len(masks) for masks in selections.values())):
+        measurements = {"base": [experiment.measure(None)], s.method: [experiment.measure(main.masks)]}
+        for name, masks in selections.items():
+            measurements[name] = [experiment.measure(m) for m in masks]
+    rows = {name: _mean_rows([m.values for m in runs]) for name, runs in measurements.items()}
     return CorrectionResult(
         s,
         rows,
@@ -144,10 +166,16 @@ def run_correction(
         experiment.reference_summary(),
         experiment.behavior.metric.name,
         experiment.references,
+        measurements,
+        rules,
+        {s.method: [main.masks], **selections},
     )
 
 
 def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    """One run: its values; several seeds: their means and ``*_sd`` standard deviations."""
+    if len(rows) == 1:
+        return dict(rows[0])
     mean, sd = mean_and_sd(rows)
     return {**mean, **{f"{key}_sd": value for key, value in sd.items()}}
 

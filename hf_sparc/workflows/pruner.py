@@ -20,7 +20,7 @@ from hf_sparc.attribution.signals import get_method
 from hf_sparc.data.batching import TextsLike
 from hf_sparc.masks import Masks
 from hf_sparc.relevance import Relevance
-from hf_sparc.selection import select, select_contrastive
+from hf_sparc.selection import Pool, candidate_pool, select, select_contrastive
 from hf_sparc.tuner.enforce import ZeroingPlan
 from hf_sparc.tuner.hub import upload_folder
 from hf_sparc.tuner.model import apply_masks
@@ -116,10 +116,14 @@ class SparcPruner(TrainerCallback):
         self.masks = self.select()
         return self
 
-    def select(self, count: int | None = None, fraction: float | None = None) -> Masks:
+    def select(
+        self, count: int | None = None, fraction: float | None = None, *, pool: Pool | None = None
+    ) -> Masks:
         """Choose the components to cut from the stored relevance (no re-attribution).
 
         ``count``/``fraction`` override the config for this call (and become the pruner's masks).
+        ``pool``: choose only among these components (e.g. another pruner's
+        :meth:`candidate_pool`, for a like-for-like control); see :func:`hf_sparc.select`.
         """
         if not self.relevance:
             raise ValueError("No relevance yet: call fit() first (or load a fitted pruner).")
@@ -129,7 +133,7 @@ class SparcPruner(TrainerCallback):
         else:
             amount = {"count": c.count, "fraction": c.fraction}
         model = getattr(self, "_model", None)
-        common = dict(scope=c.scope, model=model, **amount)
+        common = dict(scope=c.scope, model=model, pool=pool, **amount)
         undesired, general = self.relevance.get("undesired"), self.relevance.get("general")
         if undesired is not None and general is not None:
             masks = select_contrastive(
@@ -141,6 +145,17 @@ class SparcPruner(TrainerCallback):
             masks = select(undesired, keep="lowest", **common)
         self.masks = masks
         return masks
+
+    def candidate_pool(self) -> Pool:
+        """The components this pruner's contrastive selection may cut: those outside the
+        ``protect_general`` share of largest general relevance (all, when it is 0).
+
+        Raises:
+            ValueError: Not fitted on general data.
+        """
+        if "general" not in self.relevance or "undesired" not in self.relevance:
+            raise ValueError("A candidate pool needs a pruner fitted on undesired and general data.")
+        return candidate_pool(self.relevance["general"], self.config.protect_general)
 
     def prune(self, model: nn.Module):
         """Return ``model`` wrapped in a ``PeftModel`` with the SPARC mask adapter active."""

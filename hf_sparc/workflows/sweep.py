@@ -162,12 +162,12 @@ def run_sweep(
     points: list[SweepPoint] = []
     pick_masks: dict[int, Masks] = {}
     with experiment.counting(1 + len(grid) * sum(experiment.n_fits(method) for method in methods)):
-        base = experiment.measure(None)
+        base = experiment.measure(None).values
         for method in methods:
             pruners = experiment.fit(method, grid[0])
             for count in grid:
                 masks = [pruner.select(count=count) for pruner in pruners]
-                measured = [experiment.measure(m) for m in masks]
+                measured = [experiment.measure(m).values for m in masks]
                 if method == s.method:
                     pick_masks[count] = masks[0]
                 if len(measured) == 1:

@@ -29,8 +29,13 @@ class ActivationSignal(StreamedSignal):
 
 
 class WandaSignal(StreamedSignal):
-    """``|W_ij| · ‖X_j‖₂`` with the norm over every real token (Sun et al. 2023); a neuron's score
-    is the sum over the weights that produce it (structured Wanda)."""
+    """``|W_ij| · ‖X_j‖₂ / √n`` with the norm over the ``n`` real tokens (Sun et al. 2023, per
+    token); a neuron's score is the sum over the weights that produce it (structured Wanda).
+
+    Dividing by ``√n`` (the root mean square of the input instead of its norm) does not change
+    the ranking within one reference set (Wanda's pruning), but it makes scores of two sets
+    comparable: repeating the texts leaves them unchanged, so a contrastive difference measures
+    the inputs, not how many tokens each set has."""
 
     name = "wanda"
     levels = ("weight", "neuron")
@@ -42,7 +47,8 @@ class WandaSignal(StreamedSignal):
         return module.register_forward_pre_hook(squared_inputs, prepend=True)
 
     def finish(self, total: torch.Tensor, module: nn.Module, level: str, counts: Counts) -> torch.Tensor:
-        norms = total.sqrt().float()  # one per input feature; the weight-sized product stays fp32
+        # one per input feature; the weight-sized product stays fp32
+        norms = (total.float() / max(counts.n_real_tokens, 1)).sqrt()
         weight = parameter(module).detach().cpu().float().abs()
         along_inputs = [1, 1]
         along_inputs[input_dim(module)] = -1

