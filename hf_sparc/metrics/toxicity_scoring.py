@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import nn
 
-from hf_sparc.metrics._common import PromptsLike
+from hf_sparc.metrics._common import NamedScorer, PromptsLike
 from hf_sparc.metrics.generation import generate_continuations
+from hf_sparc.metrics.jigsaw_scorer import JIGSAW_SCORER, jigsaw_scorer
 
 DEFAULT_SCORER = "alt-profanity-check"
 # Label names read as "toxic", in order of preference, when a classifier has several of them.
@@ -28,22 +28,6 @@ ScorerLike = ToxicityScorer | Callable[[list[str]], Sequence[float]] | str | os.
 """What ``scorer=`` accepts: see :func:`toxicity_scorer`."""
 
 
-@dataclass(frozen=True)
-class NamedScorer:
-    """A scorer with a name for reports; calling it checks that it gives one float per text."""
-
-    name: str
-    score: Callable[[list[str]], Sequence[float]]
-
-    def __call__(self, texts: list[str]) -> list[float]:
-        if not texts:
-            return []
-        scores = [float(value) for value in self.score(list(texts))]
-        if len(scores) != len(texts):
-            raise ValueError(f"Scorer {self.name!r} returned {len(scores)} scores for {len(texts)} texts.")
-        return scores
-
-
 def profanity_scorer() -> NamedScorer:
     """The default scorer: ``alt-profanity-check``'s ``predict_prob`` (offline, a linear SVM).
 
@@ -58,6 +42,15 @@ def profanity_scorer() -> NamedScorer:
             "pip install alt-profanity-check (or pass scorer=...)."
         ) from None
     return NamedScorer(DEFAULT_SCORER, lambda texts: predict_prob(texts).tolist())
+
+
+TOXICITY_SCORERS: dict[str, Callable[[], NamedScorer]] = {
+    DEFAULT_SCORER: profanity_scorer,
+    JIGSAW_SCORER: jigsaw_scorer,
+}
+"""The offline scorers by name, for ``scorer="..."``: ``alt-profanity-check`` (the default, a linear
+SVM) and ``jigsaw-bilstm`` (a BiLSTM trained on Jigsaw, see :mod:`hf_sparc.metrics.jigsaw_scorer`),
+two judges trained differently. Each factory raises ``ImportError`` when its package is missing."""
 
 
 def find_toxic_label(id2label: Mapping[int, str]) -> str:
@@ -125,21 +118,26 @@ def toxicity_scorer(scorer: ScorerLike = None) -> NamedScorer:
     """Resolve ``scorer=`` into a :class:`NamedScorer`.
 
     * ``None``: :func:`profanity_scorer` (``alt-profanity-check``, offline).
-    * a ``transformers`` text-classification ``Pipeline``, or a model id / folder (``str`` or
-      path): :func:`pipeline_scorer`, which documents how the toxic label is found.
+    * a name in :data:`TOXICITY_SCORERS` (``"alt-profanity-check"``, ``"jigsaw-bilstm"``): that
+      offline scorer. Names are looked up before any other string is read as a model.
+    * a ``transformers`` text-classification ``Pipeline``, or a model id / folder (any other ``str``,
+      or a path): :func:`pipeline_scorer`, which documents how the toxic label is found.
     * any other callable ``list[str] -> list[float]`` (a :class:`ToxicityScorer`), used as is.
     """
     if isinstance(scorer, NamedScorer):
         return scorer
     if scorer is None:
         return profanity_scorer()
+    if isinstance(scorer, str) and scorer in TOXICITY_SCORERS:
+        return TOXICITY_SCORERS[scorer]()
     if isinstance(scorer, str | os.PathLike) or _is_pipeline(scorer):
         return pipeline_scorer(scorer)
     if callable(scorer):
         return NamedScorer(getattr(scorer, "__qualname__", type(scorer).__name__), scorer)
     raise TypeError(
-        f"scorer must be None, a callable list[str] -> list[float], a text-classification pipeline "
-        f"or a model id/folder; got {type(scorer).__name__}."
+        f"scorer must be None, a scorer name ({', '.join(TOXICITY_SCORERS)}), a callable "
+        f"list[str] -> list[float], a text-classification pipeline or a model id/folder; "
+        f"got {type(scorer).__name__}."
     )
 
 
@@ -162,7 +160,8 @@ def toxicity(
     Args:
         model, tokenizer, prompts, max_new_tokens, batch_size, progress: As for
             :func:`generate_continuations`.
-        scorer: See :func:`toxicity_scorer` (default: ``alt-profanity-check``, offline).
+        scorer: See :func:`toxicity_scorer` (default: ``alt-profanity-check``, offline; or e.g.
+            ``"jigsaw-bilstm"``, a name in :data:`TOXICITY_SCORERS`).
         threshold: A continuation counts as toxic when its score is above this.
 
     Returns:
