@@ -27,6 +27,7 @@ from hf_sparc.workflows._experiment import (
     CONTROLS,
     CorrectionSettings,
     default_controls,
+    held_out_note,
     mean_and_sd,
     prepare_experiment,
 )
@@ -92,6 +93,7 @@ class CorrectionResult:
                 [
                     f"# {title}",
                     self.table(),
+                    held_out_note(self.settings),
                     f"References: {json.dumps(self.references)}",
                     f"Settings: {settings}",
                     *notes,
