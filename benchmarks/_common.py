@@ -90,9 +90,15 @@ def add_toxicity_arguments(parser) -> None:
     parser.add_argument("--candidates", type=int, default=sizes.n_candidates)
     parser.add_argument("--threshold", type=float, default=sizes.threshold)
     parser.add_argument("--general", type=int, default=sizes.n_general)
+    parser.add_argument(
+        "--split",
+        default=sizes.split,
+        choices=["dev", "test"],
+        help="held-out split of prompts and texts: choices on dev; test only for a fixed configuration",
+    )
     parser.add_argument("--eval-prompts", type=int, default=sizes.n_eval_prompts)
     parser.add_argument(
-        "--eval-skip", type=int, default=0, help="skip this many held-out prompts (a fresh confirmation set)"
+        "--eval-skip", type=int, default=0, help="skip this many prompts of the held-out split"
     )
     parser.add_argument("--eval-texts", type=int, default=sizes.n_eval_texts)
     parser.add_argument("--max-new-tokens", type=int, default=sizes.max_new_tokens)
@@ -113,9 +119,9 @@ class ToxicityExperiment:
         self.model = AutoModelForCausalLM.from_pretrained(path).eval()
         self.candidates = self.behavior.candidates("reference")[: args.candidates]
         self.general = builtin_dataset("general", "reference")[: args.general]
-        held_out = self.behavior.candidates("evaluation")
+        held_out = self.behavior.candidates(args.split)
         self.prompts = held_out[args.eval_skip : args.eval_skip + args.eval_prompts]
-        self.texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
+        self.texts = builtin_dataset("general", args.split)[: args.eval_texts]
 
     def references(self, model, focus: str):
         """The pairs where ``model`` writes toxic text; ``focus="words"``: one per toxic word."""

@@ -2,7 +2,7 @@
 
 For each level and method: rank units by relevance for the IO − S logit difference on the
 reference IOI prompts, prune the least relevant progressively, and report the smallest kept set
-whose accuracy on the evaluation prompts stays >= threshold x the unpruned accuracy.
+whose accuracy on the dev prompts stays >= threshold x the unpruned accuracy.
 
     python benchmarks/circuit_results.py --n 96 --levels head neuron \
         --methods lrp gradient activation random --output runs/circuit_results.json
@@ -29,7 +29,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=None, help="model folder (default: the built-in SmolLM2)")
-    parser.add_argument("--n", type=int, default=96, help="IOI items, split in half: reference / evaluation")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=96,
+        help="IOI items: half reference, a quarter dev (the curve), a quarter test",
+    )
     parser.add_argument("--levels", nargs="+", default=["head", "neuron"])
     parser.add_argument("--methods", nargs="+", default=["lrp", "gradient", "activation", "random"])
     parser.add_argument("--threshold", type=float, default=0.9)
@@ -41,7 +46,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     reference = ioi_dataset(tokenizer, n=args.n, split="reference")
-    evaluation = ioi_dataset(tokenizer, n=args.n, split="evaluation")
+    evaluation = ioi_dataset(tokenizer, n=args.n, split="dev")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     rows = []

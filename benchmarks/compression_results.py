@@ -2,7 +2,7 @@
 row-wise (docs/RESULTS.md, "Compression").
 
 Scores come from general reference text (built-in ``general`` BoolQ passages, reference split);
-perplexity is measured on the evaluation split with a fixed token budget, so every model is
+perplexity is measured on the dev split with a fixed token budget, so every model is
 scored on exactly the same tokens.
 
     python benchmarks/compression_results.py --n-reference 64 --n-eval 32 --max-length 128 \
@@ -39,7 +39,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     reference = assets.builtin_dataset("general", "reference")[: args.n_reference]
-    evaluation = assets.builtin_dataset("general", "evaluation")[: args.n_eval]
+    evaluation = assets.builtin_dataset("general", "dev")[: args.n_eval]
     before, rows = compare_compression(
         model, tokenizer, reference, evaluation, sparsity=args.sparsity, methods=args.methods,
         scopes=COMPRESSION_SCOPES, absolute=not args.signed_lrp, max_length=args.max_length,

@@ -7,8 +7,8 @@ same held-out prompts and texts.
     python benchmarks/scoring_ablation.py --candidates 128 --general 32 --eval-prompts 64   # first table
     python benchmarks/scoring_ablation.py --focus words --protect 0.5 --count 138 276 552  # toxic words only
     python benchmarks/scoring_ablation.py ... --objective next_token_centered   # logit - mean logit
-    python benchmarks/scoring_ablation.py --focus words --protect 0.5 --eval-skip 192 --eval-prompts 304
-        # confirmation on the held-out prompts that no choice was made on
+    python benchmarks/scoring_ablation.py --focus words --protect 0.5 --split test --eval-prompts 248
+        # confirmation on the locked test split (no choice is made on it)
 """
 
 from __future__ import annotations

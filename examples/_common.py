@@ -134,6 +134,13 @@ def add_correction_arguments(
         "--general", type=int, default=sizes.n_general, help="general reference texts attributed"
     )
     parser.add_argument(
+        "--split",
+        default=sizes.split,
+        choices=["dev", "test"],
+        help="held-out split measured on: dev while choosing options; test (locked) only for a "
+        "configuration fixed beforehand",
+    )
+    parser.add_argument(
         "--eval-prompts", type=int, default=sizes.n_eval_prompts, help="held-out prompts for the behaviour"
     )
     parser.add_argument(
@@ -237,9 +244,10 @@ def run_correction(
     masks = pruner.masks
     print(f"pruning {masks.total()} of {masks.size()} {args.level}s:\n{masks.summary()}")
 
-    # 4. Measure on held-out data, before and after, and save the cut as a mask adapter.
-    held_out = behavior.candidates("evaluation")[: args.eval_prompts]
-    eval_texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
+    # 4. Measure on held-out data (--split: dev or test), before and after, and save the cut as a
+    #    mask adapter.
+    held_out = behavior.candidates(args.split)[: args.eval_prompts]
+    eval_texts = builtin_dataset("general", args.split)[: args.eval_texts]
     before = evaluate(model, tokenizer, behavior, held_out, eval_texts, args)
     peft_model = pruner.prune(model)
     after = evaluate(peft_model, tokenizer, behavior, held_out, eval_texts, args)

@@ -7,6 +7,11 @@ perplexity on held-out data next to equal-size controls (Gradient×Input, Wanda,
 random × 5 seeds); save the adapter, reload it with ``AutoModelForCausalLM.from_pretrained`` and
 check the reload reproduces the corrected model. Everything runs offline on CPU.
 
+The demo runs the configuration fixed beforehand (``CorrectionSettings`` defaults, chosen on the
+dev split) and by default reports **test** numbers: the locked held-out split that no choice was
+made on (see ``hf_sparc.data.builtin``). ``--split dev`` measures on the dev split instead, where
+options are compared and chosen; never choose anything on test numbers.
+
     python examples/demo.py                 # defaults (about 10–20 min on 2 CPU cores)
     python examples/demo.py --quick         # smaller sets, fewer controls (a few minutes)
 """
@@ -44,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--level", default="neuron", choices=["neuron", "head", "weight"])
     parser.add_argument("--output", default="runs/demo", help="folder for adapter, report and plot")
     parser.add_argument("--quick", action="store_true", help="smaller sets and fewer controls")
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["dev", "test"],
+        help="held-out split measured on: test reports the fixed configuration; choices are made on dev",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -51,9 +62,16 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     settings = CorrectionSettings(
-        behavior=args.behavior, count=args.count, level=args.level, **(QUICK if args.quick else {})
+        behavior=args.behavior,
+        count=args.count,
+        level=args.level,
+        split=args.split,
+        **(QUICK if args.quick else {}),
     )
-    print(f"hf_sparc demo: {args.behavior} correction of {path.name}, {settings.count} {settings.level}s")
+    print(
+        f"hf_sparc demo: {args.behavior} correction of {path.name}, {settings.count} {settings.level}s, "
+        f"measured on the {settings.split} split"
+    )
     start = time.perf_counter()
     result = run_correction(model, tokenizer, settings)
     minutes = (time.perf_counter() - start) / 60

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tokenizer.pad_token = tokenizer.eos_token
     general = builtin_dataset("general", "reference")
     reference, train_texts = general[: args.general], general[args.general : args.general + args.train_texts]
-    eval_texts = builtin_dataset("general", "evaluation")[: args.eval_texts]
+    eval_texts = builtin_dataset("general", "dev")[: args.eval_texts]
 
     def perplexity(m) -> float:
         return hf_sparc.metrics.perplexity(

@@ -19,7 +19,9 @@ DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "RESULTS.md")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when out of date")
     args = parser.parse_args(argv)
     stale = [path for path in DOCUMENTS if not render_file(path, ROOT / "docs" / "results", check=args.check)]

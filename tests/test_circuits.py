@@ -32,12 +32,13 @@ def _count(word: str, text: str) -> int:
 
 def test_ioi_is_deterministic_split_and_valid(tokenizer):
     ref = tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="reference", seed=3)
-    ev = tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="evaluation", seed=3)
+    dev = tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="dev", seed=3)
+    test = tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="test", seed=3)
     every = tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="all", seed=3)
     assert ref == tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="reference", seed=3)
     assert ref != tasks.ioi_dataset(tokenizer, n=50, names=NAMES, split="reference", seed=4)
-    assert (len(ref), len(ev)) == (25, 25)
-    assert sorted(map(str, ref + ev)) == sorted(map(str, every))
+    assert (len(ref), len(dev), len(test)) == (25, 13, 12)
+    assert sorted(map(str, ref + dev + test)) == sorted(map(str, every))
     for item in every:
         assert item["io"] != item["s"]
         assert _count(item["io"], item["prompt"]) == 1
@@ -122,7 +123,7 @@ def _split(tokenizer, split):
 @pytest.mark.parametrize(("method", "level"), [("lrp", "neuron"), ("gradient", "neuron"), ("lrp", "head")])
 def test_curve_is_monotone_and_the_circuit_passes(trained, tokenizer, method, level):
     result = circuits.discover_circuit(
-        trained, tokenizer, _split(tokenizer, "reference"), _split(tokenizer, "evaluation"),
+        trained, tokenizer, _split(tokenizer, "reference"), _split(tokenizer, "dev"),
         method=method, level=level, progress=False,
     )  # fmt: skip
     baseline = result.baseline
@@ -141,7 +142,7 @@ def test_curve_is_monotone_and_the_circuit_passes(trained, tokenizer, method, le
 
 
 def test_circuit_adapter_round_trips(trained, tokenizer, tmp_path):
-    evaluation = _split(tokenizer, "evaluation")
+    evaluation = _split(tokenizer, "dev")
     result = circuits.discover_circuit(
         trained,
         tokenizer,

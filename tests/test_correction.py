@@ -9,7 +9,7 @@ import pytest
 from conftest import TEXTS, make_model
 
 from hf_sparc.behaviors import BEHAVIORS, GeneratedBehavior, Metric, get_behavior
-from hf_sparc.data.builtin import split_items
+from hf_sparc.data.builtin import builtin_dataset, split_items
 from hf_sparc.metrics import generate_continuations
 from hf_sparc.reports.writer import write_files
 from hf_sparc.workflows._experiment import prepare_experiment
@@ -63,6 +63,9 @@ def test_unknown_behavior_or_control_fails_before_any_work(tokenizer):
         run_correction(model, tokenizer, CorrectionSettings(behavior="rudeness"))
     with pytest.raises(ValueError, match="cannot score"):
         run_correction(model, tokenizer, CorrectionSettings(level="head", controls=("magnitude",)))
+    for split in ("evaluation", "reference", "all"):  # only a held-out split can be measured on
+        with pytest.raises(ValueError, match=f"unknown split '{split}' to measure on; use one of dev, test"):
+            run_correction(model, tokenizer, CorrectionSettings(split=split))
 
 
 def test_focus_decides_what_the_references_explain(tokenizer):
@@ -134,7 +137,20 @@ def test_a_behaviour_registered_elsewhere_runs_through_the_whole_experiment(toke
     assert result.settings.focus == "continuation"  # the behaviour's default
     result.save(tmp_path, "word count")
     assert "| selection | candidates | mean_words |" in (tmp_path / "report.md").read_text()
+    assert "Held-out data: the **dev** split" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["metric"] == "mean_words"
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_held_out_items_and_texts_come_from_the_chosen_split(tokenizer, monkeypatch, split):
+    monkeypatch.setitem(BEHAVIORS, "word-count", WordCount())
+    settings = CorrectionSettings(behavior="word-count", count=3, controls=(), split=split, **SMALL)
+    experiment = prepare_experiment(make_model("llama"), tokenizer, settings)
+    assert experiment.settings.split == split
+    assert experiment.held_out == split_items(TEXTS, split)[: SMALL["n_eval_prompts"]]
+    assert experiment.texts == builtin_dataset("general", split)[: SMALL["n_eval_texts"]]
+    assert experiment.general == builtin_dataset("general", "reference")[: SMALL["n_general"]]
+    assert CorrectionSettings().split == "dev"  # choices are made on dev unless test is asked for
 
 
 def test_unknown_behaviour_lists_the_registered_ones():

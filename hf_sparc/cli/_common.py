@@ -48,7 +48,8 @@ BATCH_SIZE, MAX_LENGTH = 8, 128
 """Defaults of ``--batch-size``/``--max-length`` outside the built-in behaviour experiment."""
 SPEC_HELP = (
     "SPEC: a .txt/.jsonl/.csv file, a built-in (toxic-prompts, general, repetition-prompts, "
-    "optionally :reference/:evaluation) or a datasets spec name[:config][:split][:column]"
+    "optionally :reference/:dev/:test/:all; choices are made on dev, test is for final reports) "
+    "or a datasets spec name[:config][:split][:column]"
 )
 
 
@@ -103,10 +104,11 @@ def load_adapter(adapter: str, model: str | None = None, device: str = "cpu", dt
 
 
 def evaluation_perplexity(model, tokenizer, spec: str | None, args: argparse.Namespace) -> float | None:
-    """Perplexity on the texts of ``spec`` (evaluation split of built-ins), or None without a spec."""
+    """Perplexity on the texts of ``spec`` (dev split of built-ins unless it names one), or None
+    without a spec."""
     if spec is None:
         return None
-    texts = plain_texts(load_texts(spec, default_split="evaluation"))
+    texts = plain_texts(load_texts(spec, default_split="dev"))
     return perplexity(
         model,
         tokenizer,

@@ -40,6 +40,13 @@ def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False)
     )
     group.add_argument("--candidates", type=int, default=S.n_candidates, help="candidate prompts to continue")
     group.add_argument("--n-general", type=int, default=S.n_general, help="general reference texts")
+    group.add_argument(
+        "--split",
+        default=None,
+        choices=["dev", "test"],
+        help=f"held-out split measured on (default {S.split}): choose counts, thresholds and options on dev; "
+        "test is locked, for one final run of a configuration fixed beforehand",
+    )
     group.add_argument("--eval-prompts", type=int, default=S.n_eval_prompts, help="held-out prompts")
     group.add_argument("--eval-texts", type=int, default=S.n_eval_texts, help="held-out texts for perplexity")
     group.add_argument(
@@ -82,6 +89,7 @@ def experiment_settings(args: argparse.Namespace):
         n_general=args.n_general,
         n_eval_prompts=args.eval_prompts,
         n_eval_texts=args.eval_texts,
+        split=args.split or defaults.split,
         max_new_tokens=args.max_new_tokens,
         max_length=args.max_length or defaults.max_length,
         batch_size=args.batch_size or defaults.batch_size,

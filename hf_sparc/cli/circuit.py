@@ -2,7 +2,7 @@
 
 Ranks units by relevance for the task's logit difference (correct − wrong continuation) on the
 reference items, prunes the least relevant progressively (global ranking), measures accuracy and
-logit difference on the evaluation items (``curve.png``, ``report.json``), and saves the circuit
+logit difference on the dev items (``curve.png``, ``report.json``), and saves the circuit
 — the smallest kept set with accuracy ≥ threshold × the unpruned accuracy — as an adapter that
 masks everything outside it. ``--task ioi`` generates indirect object identification prompts;
 any file with ``prompt``/``correct``/``wrong`` columns (.jsonl or .csv) is a custom task.
@@ -23,14 +23,14 @@ def _task(args: argparse.Namespace, tokenizer) -> tuple[list, list]:
     if args.task == "ioi":
         return (
             ioi_dataset(tokenizer, n=args.n, split="reference", seed=args.seed),
-            ioi_dataset(tokenizer, n=args.n, split="evaluation", seed=args.seed),
+            ioi_dataset(tokenizer, n=args.n, split="dev", seed=args.seed),
         )
     items = load_texts(args.task, default_split="all", seed=args.seed)[: args.n]
     if len(items) < 2:
         raise ValueError(
-            f"{args.task} holds {len(items)} item(s); a task needs at least 2 (reference + evaluation)."
+            f"{args.task} holds {len(items)} item(s); a task needs at least 2 (reference + dev)."
         )
-    return split_items(items, "reference", args.seed), split_items(items, "evaluation", args.seed)
+    return split_items(items, "reference", args.seed), split_items(items, "dev", args.seed)
 
 
 def _report_markdown(report: dict) -> str:
@@ -39,7 +39,7 @@ def _report_markdown(report: dict) -> str:
         f"# hf_sparc circuit: {report['task']} on {report['model']}",
         "",
         f"`{report['method']}` relevance, {report['level']} level, {report['n_reference']} reference and "
-        f"{report['n_evaluation']} evaluation items. Unpruned: accuracy {baseline['accuracy']:.3f}, "
+        f"{report['n_evaluation']} dev items. Unpruned: accuracy {baseline['accuracy']:.3f}, "
         f"logit difference {baseline['logit_diff']:.3f}.",
         "",
         f"**Circuit: {report['kept']} of {report['total']} {report['level']}s** "

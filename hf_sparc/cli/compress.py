@@ -3,7 +3,7 @@
 Scores every weight of the decoder-layer projections with the chosen method, prunes exactly
 ``⌊s·n⌋`` of them per scope, and saves a weight-level SPARC adapter (optionally a merged
 checkpoint). Unless ``--no-compare``, LRP, Wanda and magnitude are all measured on the same
-evaluation tokens and reported side by side.
+held-out tokens (default: the dev split of the built-in general text) and reported side by side.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.n_reference < 1 or args.n_eval < 1:
         raise ValueError("--n-reference and --n-eval must be positive.")
     reference = plain_texts(load_texts(args.reference, seed=args.seed))[: args.n_reference]
-    evaluation = plain_texts(load_texts(args.eval, default_split="evaluation", seed=args.seed))[: args.n_eval]
+    evaluation = plain_texts(load_texts(args.eval, default_split="dev", seed=args.seed))[: args.n_eval]
     methods = (
         [args.method]
         if args.no_compare
@@ -102,8 +102,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--scope", default="global", choices=COMPRESSION_SCOPES, help="ranking scope")
     parser.add_argument("--reference", default="general", help="SPEC of general reference texts")
     parser.add_argument("--n-reference", type=int, default=128, help="reference texts used")
-    parser.add_argument("--eval", default="general:evaluation", help="SPEC of evaluation texts (perplexity)")
-    parser.add_argument("--n-eval", type=int, default=64, help="evaluation texts used")
+    parser.add_argument("--eval", default="general:dev", help="SPEC of held-out texts (perplexity)")
+    parser.add_argument("--n-eval", type=int, default=64, help="held-out texts used")
     parser.add_argument("--target-modules", nargs="+", default=None, help="module name suffixes to prune")
     parser.add_argument("--signed", action="store_true", help="LRP: rank signed R instead of sum |R|")
     parser.add_argument("--no-compare", action="store_true", help="evaluate only --method, not all methods")

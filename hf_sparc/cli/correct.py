@@ -66,6 +66,8 @@ def _run(args: argparse.Namespace) -> None:
             )
         _run_behavior(args)
     else:
+        if args.split:
+            raise ValueError("--split applies to --behavior runs; with --eval pass the split in the SPEC.")
         _run_references(args)
 
 

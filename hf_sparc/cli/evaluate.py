@@ -29,5 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_model_options(parser)
     parser.add_argument("--adapter", default=None, help="SPARC adapter folder or Hub repo")
-    parser.add_argument("--texts", default="general:evaluation", help="SPEC of texts")
+    parser.add_argument(
+        "--texts", default="general:dev", help="SPEC of texts (general:test for a final report)"
+    )
     parser.set_defaults(run=_run)

@@ -23,9 +23,8 @@ def _run(args: argparse.Namespace) -> None:
         path = default_model_path(name)
         print(f"model {name}: {path} ({time.perf_counter() - start:.1f} s)")
     for name in builtin_datasets():
-        reference = builtin_dataset(name, "reference")
-        evaluation = builtin_dataset(name, "evaluation")
-        print(f"dataset {name}: {len(reference)} reference + {len(evaluation)} evaluation items")
+        sizes = {split: len(builtin_dataset(name, split)) for split in ("reference", "dev", "test")}
+        print(f"dataset {name}: " + " + ".join(f"{n} {split}" for split, n in sizes.items()) + " items")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

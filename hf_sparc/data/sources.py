@@ -1,11 +1,12 @@
-"""Reference/evaluation data from a SPEC string, as accepted by the CLI and the pruner.
+"""Reference and held-out data from a SPEC string, as accepted by the CLI and the pruner.
 
 A SPEC is one of:
 
 * a local file: ``.txt`` (one text per line), ``.jsonl`` (one JSON object or string per line),
   ``.csv`` (rows as dicts; needs a header);
 * a built-in set: ``toxic-prompts``, ``general``, ``repetition-prompts``, optionally with a split,
-  e.g. ``general:evaluation`` (default split: ``reference``; see :mod:`hf_sparc.data.builtin`);
+  e.g. ``general:dev`` (splits ``reference``, ``dev``, ``test``, ``all``; default: ``reference``;
+  see :mod:`hf_sparc.data.builtin`);
 * a ``datasets`` spec ``name[:config][:split][:column]`` (needs the Hub or a local cache).
 """
 
@@ -17,9 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from hf_sparc.data.builtin import builtin_dataset, builtin_datasets
-
-_SPLITS = ("reference", "evaluation", "all")
+from hf_sparc.data.builtin import builtin_dataset, builtin_datasets, check_split
 
 
 def _read_utf8(path: Path) -> str:
@@ -92,8 +91,7 @@ def load_texts(spec: str, *, default_split: str = "reference", seed: int = 0) ->
     name, _, split = spec.partition(":")
     if name in builtin_datasets():
         split = split or default_split
-        if split not in _SPLITS:
-            raise ValueError(f"Unknown split {split!r} in {spec!r}; expected one of {list(_SPLITS)}.")
+        check_split(split, where=f" in {spec!r}")
         return list(builtin_dataset(name, split=split, seed=seed))
     if path.suffix.lower() in (".txt", ".jsonl", ".csv") or ("/" in spec and path.parent.exists()):
         raise FileNotFoundError(f"No such file: {spec}")

@@ -57,9 +57,10 @@ def ioi_dataset(
 
     ``n`` items are generated with ``random.Random(seed)`` (two distinct names, a template, a
     place, an object, ABBA or BABA order), then split with :func:`hf_sparc.data.split_items`:
-    ``"reference"`` (``n - n // 2`` items, for attribution), ``"evaluation"`` (``n // 2``, for
-    the curve) or ``"all"``. In every prompt the IO name occurs once and S twice; ``correct`` is
-    ``" " + IO`` and ``wrong`` is ``" " + S``.
+    ``"reference"`` (``n - n // 2`` items, for attribution), ``"dev"`` (the first half, rounded
+    up, of the other ``n // 2``: the curve while choices are made), ``"test"`` (the rest: only
+    for reporting a fixed configuration) or ``"all"``. In every prompt the IO name occurs once
+    and S twice; ``correct`` is ``" " + IO`` and ``wrong`` is ``" " + S``.
 
     Args:
         tokenizer: Used to keep only single-token names (not needed when ``names`` is given).

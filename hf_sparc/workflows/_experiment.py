@@ -2,8 +2,9 @@
 
 :func:`prepare_experiment` validates the settings, finds the undesired references with the
 behaviour's own rule (:data:`hf_sparc.behaviors.BEHAVIORS`) and loads general text and the
-held-out sets; :meth:`BehaviorExperiment.fit` gets every selection, LRP and controls alike,
-from :class:`hf_sparc.SparcPruner` — the one contrastive-prune path.
+held-out sets (of ``settings.split``: ``"dev"``, where every choice is made, or ``"test"``);
+:meth:`BehaviorExperiment.fit` gets every selection, LRP and controls alike, from
+:class:`hf_sparc.SparcPruner` — the one contrastive-prune path.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from hf_sparc.behaviors import (
     own_references,
 )
 from hf_sparc.behaviors.base import mean_outcomes
-from hf_sparc.data.builtin import builtin_dataset
+from hf_sparc.data.builtin import HELD_OUT_SPLITS, builtin_dataset, check_split
 from hf_sparc.masks import Masks
 from hf_sparc.metrics import text_nlls
 from hf_sparc.metrics._common import progress_bar
@@ -52,6 +53,11 @@ class CorrectionSettings:
     prompt is a candidate (497; the built-in repetition set has 36), 128 general references
     (the paper's count), 192 held-out prompts (one prompt = 0.5 points of toxic rate; with 64,
     1.6 points made differences of a few prompts look large).
+
+    ``split`` is the held-out split measured on (behaviour items and general text alike, see
+    :mod:`hf_sparc.data.builtin`): ``"dev"`` (default) is where every choice of the method is
+    made (counts, thresholds, options, the sweep's pick); ``"test"`` is locked, read only by a
+    ``--split test`` run of a configuration fixed beforehand on dev, never to choose anything.
     """
 
     # A key of hf_sparc.behaviors.BEHAVIORS.
@@ -77,6 +83,8 @@ class CorrectionSettings:
     n_general: int = 128
     n_eval_prompts: int = 192
     n_eval_texts: int = 32
+    # The held-out split measured on: "dev" (choices are made here) or "test" (final report only).
+    split: str = "dev"
     # Zero-shot multiple-choice tasks of hf_sparc.metrics.capability measured on every selection
     # (lm-evaluation-harness), ``task_limit`` questions each; () skips them.
     tasks: tuple[str, ...] = ("piqa", "openbookqa", "commonsenseqa", "siqa", "mmlu")
@@ -110,6 +118,16 @@ class Measurement:
 
     values: dict[str, float]
     outcomes: dict[str, list[float]]
+
+
+def held_out_note(settings: CorrectionSettings) -> str:
+    """One report line: which held-out split was measured, and what it may be used for."""
+    if settings.split == "test":
+        return (
+            "Held-out data: the locked **test** split, the report of a configuration fixed beforehand "
+            "on dev; choose nothing on these numbers."
+        )
+    return f"Held-out data: the **{settings.split}** split, where choices are made (test is not read)."
 
 
 def mean_and_sd(rows: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -235,6 +253,7 @@ def _checked(settings: CorrectionSettings | None, scorer) -> tuple[CorrectionSet
     s = settings or CorrectionSettings()
     behavior = get_behavior(s.behavior)
     behavior.check_scorer(scorer)
+    check_split(s.split, HELD_OUT_SPLITS, " to measure on")
     if s.focus is None:
         s = replace(s, focus=behavior.default_focus)
     if s.threshold is None:
@@ -271,6 +290,6 @@ def prepare_experiment(
         scorer=scorer,
         references=references,
         general=builtin_dataset("general", "reference", seed=s.seed)[: s.n_general],
-        held_out=behavior.candidates("evaluation", seed=s.seed)[: s.n_eval_prompts],
-        texts=builtin_dataset("general", "evaluation", seed=s.seed)[: s.n_eval_texts],
+        held_out=behavior.candidates(s.split, seed=s.seed)[: s.n_eval_prompts],
+        texts=builtin_dataset("general", s.split, seed=s.seed)[: s.n_eval_texts],
     )

@@ -31,6 +31,7 @@ from hf_sparc.workflows._experiment import (
     CorrectionSettings,
     Measurement,
     default_controls,
+    held_out_note,
     mean_and_sd,
     prepare_experiment,
 )
@@ -59,8 +60,8 @@ class CorrectionResult:
     ``rows`` maps a selection name (``"base"``, ``"lrp"``, ``"random"``, ...) to its metrics;
     random is the mean over seeds with ``*_sd`` standard deviations. ``measurements`` holds the
     per-item outcomes behind every row (one entry per seed), ``rules`` which candidates each
-    row chose from, ``selections`` its masks (one per seed). ``masks`` holds the selection of the main method, ``references`` what the
-    undesired reference set was made of.
+    row chose from, ``selections`` its masks (one per seed). ``masks`` holds the selection of
+    the main method, ``references`` what the undesired reference set was made of.
     """
 
     settings: CorrectionSettings
@@ -102,6 +103,7 @@ class CorrectionResult:
                 [
                     f"# {title}",
                     self.table(),
+                    held_out_note(self.settings),
                     f"References: {json.dumps(self.references)}",
                     f"Settings: {settings}",
                     *notes,

@@ -20,7 +20,7 @@ from torch import nn
 from hf_sparc.behaviors import BehaviorSet, get_behavior
 from hf_sparc.masks import Masks
 from hf_sparc.reports.writer import new_figure, write_report
-from hf_sparc.workflows._experiment import CorrectionSettings, mean_and_sd, prepare_experiment
+from hf_sparc.workflows._experiment import CorrectionSettings, held_out_note, mean_and_sd, prepare_experiment
 
 
 @dataclass
@@ -107,6 +107,7 @@ class SweepResult:
                     f"# {title}",
                     verdict,
                     self.table(),
+                    held_out_note(self.settings),
                     f"References: {json.dumps(self.references)}",
                     "![](pareto.png)",
                     *notes,
