@@ -39,7 +39,7 @@ def _record(toxic_after: list[int]) -> dict:
             "seed": 0,
             "random_seeds": 2,
             "tasks": ["piqa", "mmlu"],
-        },  # fmt: skip
+        },
         "metric": "toxic_rate",
         "table_metrics": ["toxic_rate", "toxic_rate_jigsaw"],
         "rows": {"base": row, "lrp": row, "random": {**row, "toxic_rate_sd": 0.1}},
