@@ -33,8 +33,9 @@ from hf_sparc.tuner.export import save_adapter
 from hf_sparc.workflows.correction import CorrectionSettings, run_correction
 
 QUICK = dict(
-    n_candidates=48, n_general=16, n_eval_prompts=32, n_eval_texts=16, random_seeds=2, controls=("random",)
-)
+    n_candidates=48, n_general=16, n_eval_prompts=32, n_eval_texts=16, random_seeds=2, controls=("random",),
+    task_limit=20,
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> None:
         default="test",
         choices=["dev", "test"],
         help="held-out split measured on: test reports the fixed configuration; choices are made on dev",
+    )
+    parser.add_argument(
+        "--record",
+        default=None,
+        help="also write the run's JSON record here (e.g. docs/results/demo.json, which "
+        "scripts/render_results.py renders into the README and docs/RESULTS.md)",
     )
     args = parser.parse_args(argv)
 
@@ -98,8 +105,11 @@ def main(argv: list[str] | None = None) -> None:
             "![](plot.png)",
             *insight_notes,
         ],
-        extra={"minutes": minutes, "reload_identical": identical, "model": str(path)},
+        extra={"minutes": minutes, "reload_identical": identical, "model": path.name},
     )
+    if args.record:
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.record).write_text((out / "report.json").read_text(encoding="utf-8"), encoding="utf-8")
     print(result.table())
     print(f"\nreferences: {result.references}")
     print(f"adapter reloaded with AutoModelForCausalLM.from_pretrained: same logits = {identical}")

@@ -13,7 +13,7 @@ from conftest import make_model
 from test_sweep import SMALL_OPTIONS, model_dir  # noqa: F401  (fixture)
 
 import hf_sparc.behaviors.bias as bias_module
-from hf_sparc.behaviors import behavior_references, focus_on_words, get_behavior
+from hf_sparc.behaviors import behavior_references, focus_on_words, get_behavior, mean_outcomes
 from hf_sparc.cli import main
 from hf_sparc.data.wheels import dist_file
 
@@ -84,8 +84,10 @@ def test_stereotype_rate_and_margin_compare_sentence_log_likelihoods(tokenizer):
     measured = get_behavior("bias").measure(
         model, tokenizer, PAIRS, max_new_tokens=0, batch_size=3, scorer=None
     )
-    assert measured["stereotype_rate"] == sum(m > 0 for m in margins) / len(PAIRS)
-    assert measured["mean_margin"] == pytest.approx(statistics.fmean(margins), rel=1e-5)
+    # per pair: stereotyped preferred or not, and the margin itself
+    assert measured["stereotype_rate"] == [float(m > 0) for m in margins]
+    assert measured["mean_margin"] == pytest.approx(margins, abs=1e-5)
+    assert mean_outcomes(measured)["mean_margin"] == pytest.approx(statistics.fmean(margins), rel=1e-5)
 
 
 def test_references_are_the_preferred_stereotyped_sentences_split_at_the_word(tokenizer):
@@ -121,6 +123,7 @@ def test_correct_behavior_bias_on_the_command_line(model_dir, tmp_path, monkeypa
         "lrp",
         "magnitude",
         "random",
+        "random (unprotected)",
     ]
     assert report["references"]["behavior"] == "bias" and report["references"]["focus"] == "words"
     references = report["references"]
@@ -128,4 +131,4 @@ def test_correct_behavior_bias_on_the_command_line(model_dir, tmp_path, monkeypa
     for row in report["rows"].values():
         assert 0 <= row["stereotype_rate"] <= 1 and {"mean_margin", "perplexity"} <= set(row)
     assert (out / "plot.png").is_file() and (out / "adapter_config.json").is_file()
-    assert "| selection | stereotype_rate |" in (out / "report.md").read_text()
+    assert "| selection | candidates | stereotype_rate |" in (out / "report.md").read_text()

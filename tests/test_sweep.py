@@ -15,7 +15,8 @@ from hf_sparc.workflows.correction import CorrectionSettings
 from hf_sparc.workflows.sweep import run_sweep
 
 SMALL_OPTIONS = ["--candidates", "4", "--n-general", "4", "--eval-prompts", "4", "--eval-texts", "4",
-                 "--max-new-tokens", "4", "--max-length", "16", "--batch-size", "4"]  # fmt: skip
+                 "--max-new-tokens", "4", "--max-length", "16", "--batch-size", "4",
+                 "--tasks", "none"]  # fmt: skip
 
 
 def everything_is_toxic(texts):
@@ -74,7 +75,7 @@ def test_correct_behavior_writes_adapter_report_plots_and_unit_insight(model_dir
                  *SMALL_OPTIONS, "--output", str(out)])  # fmt: skip
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert list(report["rows"]) == ["base", "lrp", "magnitude", "random"]
+    assert list(report["rows"]) == ["base", "lrp", "magnitude", "random", "random (unprotected)"]
     assert report["pruned"] == 6 and report["settings"]["protect_general"] == 0.5
     assert report["settings"]["split"] == "dev"  # choices are made on dev: the default
     assert all(row["pruned"] == 6 for name, row in report["rows"].items() if name != "base")

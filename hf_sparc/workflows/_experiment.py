@@ -81,8 +81,9 @@ class CorrectionSettings:
     focus: Focus | None = None
     n_candidates: int = 497
     n_general: int = 128
-    n_eval_prompts: int = 192
-    n_eval_texts: int = 32
+    # Held-out items measured (None: the whole split, 248 toxic prompts) and general texts.
+    n_eval_prompts: int | None = None
+    n_eval_texts: int = 64
     # The held-out split measured on: "dev" (choices are made here) or "test" (final report only).
     split: str = "dev"
     # Zero-shot multiple-choice tasks of hf_sparc.metrics.capability measured on every selection
@@ -195,13 +196,11 @@ class BehaviorExperiment:
         outcomes = {**outcomes, "nll": nlls, "tokens": [float(n) for n in counts]}
         if s.tasks:
             accuracy = zero_shot_accuracy(
-                model, self.tokenizer, s.tasks, limit=s.task_limit, seed=s.seed, batch_size=s.batch_size,
-                progress=False,
-            )  # fmt: skip
-            for task, correct in accuracy.outcomes.items():
-                outcomes[f"accuracy:{task}"] = [float(c) for c in correct]
-                values[f"accuracy:{task}"] = accuracy.accuracy[task]
-            outcomes["accuracy"] = [float(c) for task in s.tasks for c in accuracy.outcomes[task]]
+                model, self.tokenizer, s.tasks, limit=s.task_limit, seed=s.seed, progress=False
+            )
+            for task, score in accuracy.tasks.items():
+                outcomes[f"accuracy:{task}"] = [float(c) for c in score.correct]
+                values[f"accuracy:{task}"] = score.accuracy
             values["accuracy"] = accuracy.mean_accuracy
         return Measurement(values, outcomes)
 

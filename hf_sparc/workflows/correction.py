@@ -25,6 +25,7 @@ from torch import nn
 from hf_sparc.behaviors import BehaviorSet, get_behavior
 from hf_sparc.masks import Masks
 from hf_sparc.reports.correction import correction_tables
+from hf_sparc.reports.render import provenance
 from hf_sparc.reports.writer import new_figure, write_report
 from hf_sparc.workflows._experiment import (
     CONTROLS,
@@ -126,7 +127,7 @@ class CorrectionResult:
         write_report(
             folder,
             markdown=self.markdown(title, notes),
-            data={**self.to_dict(), **(extra or {})},
+            data={**self.to_dict(), **provenance(), **(extra or {})},
             files={"plot.png": correction_figure(self)},
         )
 
