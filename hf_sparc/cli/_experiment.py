@@ -47,7 +47,12 @@ def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False)
         help=f"held-out split measured on (default {S.split}): choose counts, thresholds and options on dev; "
         "test is locked, for one final run of a configuration fixed beforehand",
     )
-    group.add_argument("--eval-prompts", type=int, default=S.n_eval_prompts, help="held-out prompts (default: the whole split)")
+    group.add_argument(
+        "--eval-prompts",
+        type=int,
+        default=S.n_eval_prompts,
+        help="held-out prompts (default: the whole split)",
+    )
     group.add_argument("--eval-texts", type=int, default=S.n_eval_texts, help="held-out texts for perplexity")
     group.add_argument(
         "--max-new-tokens", type=int, default=S.max_new_tokens, help="generated tokens per prompt"
