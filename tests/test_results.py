@@ -67,7 +67,7 @@ def test_every_block_names_an_existing_record_and_view():
         for doc in (ROOT / "README.md", ROOT / "docs" / "RESULTS.md")
         for match in re.finditer(r"<!-- results: (\S+) (\S+) -->", doc.read_text())
     ]
-    assert ("demo.json", "headline") in blocks
+    assert blocks, "RESULTS.md has generated blocks"
     for record, view in blocks:
         assert (RESULTS / record).is_file() and view in VIEWS
 

@@ -83,9 +83,43 @@ def _headline(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _rows(data: Mapping[str, Any]) -> str:
+    """A record without per-item outcomes (older runs): each row's metric and perplexity and the
+    relative change from base — no interval can be computed from it."""
+    metric, rows = data["metric"], data["rows"]
+    lines = [f"| selection | {metric} | Δ vs base | perplexity | Δ vs base |", "|---|---:|---:|---:|---:|"]
+    for name, row in rows.items():
+        cells = [name]
+        for key in (metric, "perplexity"):
+            sd = row.get(f"{key}_sd")
+            cells.append(f"{row[key]:.4f}" + ("" if sd is None else f" ± {sd:.4f}"))
+            change = row[key] / rows["base"][key] - 1
+            cells.append("" if name == "base" else f"{100 * change:+.1f}%".replace("-", "−"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _scorer_check(data: Mapping[str, Any]) -> str:
+    """The jigsaw-bilstm scorer against the wheel's own TensorFlow model, text by text."""
+    lines = ["| text | torch (hf_sparc) | TensorFlow (the wheel) |", "|---|---:|---:|"]
+    for row in data["texts"]:
+        text = " ".join(row["text"].split())
+        text = (text[:60] + "…") if len(text) > 60 else text
+        shown = text.replace("|", "/") or "(empty)"
+        lines.append(f"| {shown} | {row['torch_toxic']:.6f} | {row['tensorflow_toxic']:.6f} |")
+    lines.append(
+        f"\nLargest difference of P(toxic) over {len(data['texts'])} texts: {data['max_abs_diff_toxic']:.2e} "
+        f"(all six labels: {data['max_abs_diff_all_labels']:.2e}); token ids identical: "
+        f"{data['token_ids_identical']}. Command: `{data['command']}`."
+    )
+    return "\n".join(lines)
+
+
 VIEWS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "correction": _correction,
     "headline": _headline,
+    "rows": _rows,
+    "scorer_check": _scorer_check,
 }
 """How a record is shown; a new kind of result is one function and one line here."""
 
