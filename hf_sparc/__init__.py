@@ -7,10 +7,11 @@ with general behaviour, and ship the cut as a PEFT-style mask adapter.
 from hf_sparc import data, metrics
 from hf_sparc.architectures import supported_model_types
 from hf_sparc.attribution import attribute, lrp_rules
+from hf_sparc.attribution.expertise import expertise
 from hf_sparc.behaviors import BehaviorSet, behavior_references, focus_on_words
 from hf_sparc.masks import Masks, MaskSummary
 from hf_sparc.relevance import Relevance, RelevanceInfo
-from hf_sparc.selection import candidate_pool, select, select_contrastive
+from hf_sparc.selection import candidate_pool, select, select_aura, select_contrastive
 from hf_sparc.tuner import SparcAdapterConfig
 from hf_sparc.tuner.export import export_ia3, export_merged, save_adapter
 from hf_sparc.tuner.hub import model_card, push_to_hub
@@ -38,6 +39,7 @@ __all__ = [
     "compression",
     "correction",
     "data",
+    "expertise",
     "export_ia3",
     "export_merged",
     "focus_on_words",
@@ -48,6 +50,7 @@ __all__ = [
     "push_to_hub",
     "save_adapter",
     "select",
+    "select_aura",
     "select_contrastive",
     "supported_model_types",
     "sweep",

@@ -6,7 +6,7 @@ import math
 import numbers
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -14,7 +14,11 @@ import torch
 from hf_sparc._files import load_tensors, save_tensors
 
 MASK_LEVELS = ("weight", "neuron", "head")
+# levels whose units can be dampened: a scale on a neuron or head is one multiply of its output
+SOFT_LEVELS = ("neuron", "head")
 _MASKS_KEY = "hf_sparc.masks"
+# tensor-name prefix of the scales in a masks file (module names never contain a colon)
+_SCALES_PREFIX = "scales:"
 
 
 def check_indices(indices: Any, size: int, where: str) -> torch.Tensor:
@@ -60,6 +64,24 @@ def _check_shape(shape: Any, name: str, level: str) -> tuple[int, ...]:
     ):
         raise ValueError(f"Masks shape of {name!r} must be {dims} positive int(s), got {shape!r}.")
     return tuple(int(d) for d in shape)
+
+
+def check_scales(scales: Any, n_indices: int, where: str) -> torch.Tensor:
+    """Validate the scales kept by ``n_indices`` dampened units and return them as float32.
+
+    A scale is what a unit's output is multiplied by: finite and in ``[0, 1)`` (1 would not touch
+    the unit, so it must not be counted as dampened). Anything else raises ``ValueError`` naming
+    ``where``.
+    """
+    if not isinstance(scales, torch.Tensor) or not scales.dtype.is_floating_point:
+        raise ValueError(f"{where}: scales must be a floating-point tensor, got {scales!r:.80}.")
+    if scales.shape != (n_indices,):
+        raise ValueError(f"{where}: {tuple(scales.shape)} scales for {n_indices} indices.")
+    scales = scales.detach().float()
+    bad = ~(torch.isfinite(scales) & (scales >= 0) & (scales < 1))
+    if bool(bad.any()):
+        raise ValueError(f"{where}: scale {float(scales[bad][0])!r} is outside [0, 1).")
+    return scales
 
 
 @dataclass(frozen=True)
@@ -147,6 +169,10 @@ class Masks(Mapping[str, torch.Tensor]):
         model_name: Name of the attributed model.
         n_samples: Reference samples the relevance was averaged over.
         settings: Attribution settings (objective, reference data, ...), kept for the model card.
+        scales: Neuron and head level only: module name -> the factor each selected unit's output
+            is multiplied by (float32, one per index, in ``[0, 1)``), i.e. the units are
+            *dampened* rather than cut. Modules without an entry are cut (scale 0): binary masks,
+            the default, have no scales at all.
     """
 
     level: str
@@ -157,6 +183,7 @@ class Masks(Mapping[str, torch.Tensor]):
     model_name: str = ""
     n_samples: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)
+    scales: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.level not in MASK_LEVELS:
@@ -178,6 +205,22 @@ class Masks(Mapping[str, torch.Tensor]):
         object.__setattr__(self, "shapes", shapes)
         object.__setattr__(self, "indices", {n: t for n, t in checked.items() if t.numel()})
         object.__setattr__(self, "settings", dict(self.settings))
+        object.__setattr__(self, "scales", self._checked_scales())
+
+    def _checked_scales(self) -> dict[str, torch.Tensor]:
+        if not isinstance(self.scales, Mapping):
+            raise ValueError("Masks.scales must map module names to tensors.")
+        if self.scales and self.level not in SOFT_LEVELS:
+            raise ValueError(f"{self.level}-level masks cannot carry scales; only {SOFT_LEVELS} can.")
+        scales = {}
+        for name, values in self.scales.items():
+            if name not in self.indices:
+                raise ValueError(f"Masks.scales names module {name!r}, which has no selected units.")
+            values = check_scales(values, self.indices[name].numel(), f"Masks.scales[{name!r}]")
+            # all-zero scales are a cut: stored without scales, so equal masks compare equal
+            if bool(values.any()):
+                scales[name] = values
+        return scales
 
     # -- Mapping -----------------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -188,6 +231,28 @@ class Masks(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    # -- dampening ---------------------------------------------------------------------------
+    @property
+    def soft(self) -> bool:
+        """Whether some units are dampened (scale > 0) rather than cut."""
+        return bool(self.scales)
+
+    def scale(self, name: str) -> torch.Tensor:
+        """The scales of module ``name``'s selected units (zeros where they are cut)."""
+        if name in self.scales:
+            return self.scales[name]
+        return torch.zeros(self.indices[name].numel())
+
+    def dampened(self, scale: float) -> Masks:
+        """The same units, each multiplied by ``scale`` (in ``[0, 1)``) instead of cut.
+
+        ``scale=0`` gives binary masks back. Neuron and head level only.
+        """
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 <= scale < 1:
+            raise ValueError(f"dampen scale must be a number in [0, 1), got {scale!r}.")
+        scales = {name: torch.full((idx.numel(),), float(scale)) for name, idx in self.indices.items()}
+        return replace(self, rule=f"{self.rule}, dampen={scale}" if scale else self.rule, scales=scales)
 
     # -- counts ------------------------------------------------------------------------------
     def total(self) -> int:
@@ -219,11 +284,18 @@ class Masks(Mapping[str, torch.Tensor]):
                     "were these masks selected on different models?"
                 )
         names = [*self.shapes, *(n for n in other.shapes if n not in self.shapes)]
-        indices = {}
+        indices, scales = {}, {}
         for name in names:
-            parts = [m.indices[name] for m in (self, other) if name in m.indices]
-            if parts:
-                indices[name] = torch.unique(torch.cat(parts))
+            parts = [m for m in (self, other) if name in m.indices]
+            if not parts:
+                continue
+            indices[name], where = torch.unique(
+                torch.cat([m.indices[name] for m in parts]), return_inverse=True
+            )
+            if any(name in m.scales for m in parts):
+                # a unit selected by both is multiplied by both scales, as with both adapters active
+                factors = torch.cat([m.scale(name) for m in parts])
+                scales[name] = torch.ones(indices[name].numel()).scatter_reduce_(0, where, factors, "prod")
         return Masks(
             level=self.level,
             indices=indices,
@@ -233,6 +305,7 @@ class Masks(Mapping[str, torch.Tensor]):
             model_name=self.model_name or other.model_name,
             n_samples=self.n_samples + other.n_samples,
             settings={**other.settings, **self.settings},
+            scales=scales,
         )
 
     # -- persistence ---------------------------------------------------------------------------
@@ -249,25 +322,28 @@ class Masks(Mapping[str, torch.Tensor]):
             "n_samples": self.n_samples,
             "settings": dict(self.settings),
         }
-        save_tensors(path, self.indices, _MASKS_KEY, meta, overwrite=overwrite)
+        tensors = {**self.indices, **{_SCALES_PREFIX + n: t for n, t in self.scales.items()}}
+        save_tensors(path, tensors, _MASKS_KEY, meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Masks:
         """Read a file written by :meth:`save` (safetensors only; indices are re-validated)."""
-        indices, meta = load_tensors(path, _MASKS_KEY, "masks")
+        tensors, meta = load_tensors(path, _MASKS_KEY, "masks")
+        indices = {n: t for n, t in tensors.items() if not n.startswith(_SCALES_PREFIX)}
+        scales = {n[len(_SCALES_PREFIX) :]: t for n, t in tensors.items() if n.startswith(_SCALES_PREFIX)}
         unknown = sorted(set(meta) - _META_FIELDS)
         if unknown or "level" not in meta or "shapes" not in meta:
             problem = f"unknown field(s) {unknown}" if unknown else "no level or shapes"
             raise ValueError(f"{os.fspath(path)} has malformed hf_sparc masks metadata: {problem}.")
         try:
-            return cls(indices=indices, **meta)
+            return cls(indices=indices, scales=scales, **meta)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{os.fspath(path)} holds malformed hf_sparc masks: {error}") from error
 
     def __repr__(self) -> str:
         return (
-            f"Masks(level={self.level!r}, modules={len(self)}, pruned={self.total()} of {self.size()}, "
-            f"rule={self.rule!r})"
+            f"Masks(level={self.level!r}, modules={len(self)}, {'dampened' if self.soft else 'pruned'}="
+            f"{self.total()} of {self.size()}, rule={self.rule!r})"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -103,6 +104,37 @@ def select_contrastive(
         protected = candidate_pool(general, protect_general)
         pool = protected if pool is None else {name: pool[name] & protected[name] for name in protected}
     return _select(diff, False, count, fraction, scope, model, rule, pool)
+
+
+def select_aura(expertise: Relevance, *, count: int | None = None) -> Masks:
+    """AurA's intervention from expertise scores (:func:`hf_sparc.expertise`).
+
+    ``count=None`` is AurA itself (Suau et al., 2024): every neuron with AUROC > 0.5 is dampened
+    by ``α = 1 - 2·(AUROC - 0.5)`` (one minus its Gini coefficient), no hyper-parameter; the
+    masks are soft (:attr:`Masks.scales`). ``count=k`` is the fixed-count variant ("Det0"): the
+    ``k`` neurons with the highest AUROC are cut, for comparisons at an equal number of units.
+    """
+    if count is not None:
+        return replace(select(expertise, count=count, keep="lowest"), rule=f"select_aura(count={count})")
+    indices, scales = {}, {}
+    for name, scores in expertise.items():
+        scores = scores.detach().float().cpu()
+        if not bool(((scores >= 0) & (scores <= 1)).all()):
+            raise ValueError(f"Expertise of {name} is not an AUROC in [0, 1]; was it made by expertise()?")
+        experts = torch.nonzero(scores > 0.5).flatten()
+        if experts.numel():
+            indices[name], scales[name] = experts, 1 - 2 * (scores[experts] - 0.5)
+    return Masks(
+        level=expertise.level,
+        indices=indices,
+        shapes={name: tuple(scores.shape) for name, scores in expertise.items()},
+        method=expertise.method,
+        rule="select_aura(dampen=1-2*(auroc-0.5) where auroc>0.5)",
+        model_name=expertise.info.model_name,
+        n_samples=expertise.info.n_samples,
+        settings=expertise.info.settings,
+        scales=scales,
+    )
 
 
 Pool = dict[str, torch.Tensor]

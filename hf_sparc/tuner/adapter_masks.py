@@ -42,7 +42,7 @@ def adapter_masks(peft_model: nn.Module, adapter_name: str | None = None) -> Mas
         ValueError: no such SPARC adapter, or several are active and none was named.
     """
     adapter_name, config = _sparc_config(peft_model, adapter_name)
-    indices, shapes = {}, {}
+    indices, shapes, scales = {}, {}, {}
     for name, layer in unwrap_model(peft_model).named_modules():
         if not isinstance(layer, SparcLayer) or adapter_name not in layer.pruning_indices:
             continue
@@ -52,6 +52,8 @@ def adapter_masks(peft_model: nn.Module, adapter_name: str | None = None) -> Mas
         else:
             shapes[key] = (layer.n_components(adapter_name),)
         indices[key] = layer.indices(adapter_name).cpu()
+        if config.soft:
+            scales[key] = layer.scales(adapter_name).cpu()
     provenance = dict(config.provenance)
     return Masks(
         level=config.level,
@@ -62,4 +64,5 @@ def adapter_masks(peft_model: nn.Module, adapter_name: str | None = None) -> Mas
         model_name=str(provenance.get("model_name", "")),
         n_samples=int(provenance.get("n_samples", 0)),
         settings=provenance.get("settings", {}),
+        scales=scales,
     )

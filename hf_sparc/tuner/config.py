@@ -34,8 +34,11 @@ def shape_fingerprint(module_shapes: dict[str, list[int]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def indices_digest(level: str, n_components: int, indices: torch.Tensor) -> str:
-    """Short hash of one module's pruned indices together with what they index.
+def indices_digest(
+    level: str, n_components: int, indices: torch.Tensor, scales: torch.Tensor | None = None
+) -> str:
+    """Short hash of one module's pruned indices (and, for dampened units, their scales) together
+    with what they index.
 
     Stored per module in the config and checked after the indices are loaded, so a flipped byte
     in ``adapter_model.safetensors`` (or an edited level / head count in the config) that still
@@ -43,6 +46,9 @@ def indices_digest(level: str, n_components: int, indices: torch.Tensor) -> str:
     """
     digest = hashlib.sha256(f"{level}:{n_components}:".encode())
     digest.update(indices.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy().tobytes())
+    if scales is not None:
+        digest.update(b"scales:")
+        digest.update(scales.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -77,6 +83,7 @@ def _check_types(config: SparcAdapterConfig) -> None:
         ("fingerprint", str),
         ("model_type", str),
         ("provenance", dict),
+        ("soft", bool),
     ):
         if not isinstance(getattr(config, field_name), expected):
             raise ValueError(f"SPARC adapter config: {field_name} must be a {expected.__name__}.")
@@ -136,6 +143,9 @@ class SparcAdapterConfig(PeftConfig):
             checked on load (absent in adapters written before it existed: not checked then).
         provenance: How the masks were chosen: ``method``, ``rule``, ``model_name``,
             ``n_samples``, ``settings``.
+        soft: Neuron and head level: the adapter also stores one scale per index
+            (``pruning_scales``): the selected units are multiplied by it (dampened) instead of
+            zeroed. Absent (``False``) in binary adapters and in adapters written before it existed.
     """
 
     # no default: a config file without a level must not silently become a neuron adapter
@@ -150,6 +160,7 @@ class SparcAdapterConfig(PeftConfig):
     mask_modules: dict[str, str] = field(default_factory=dict)
     module_digests: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    soft: bool = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SparcAdapterConfig:
         # PEFT drops unknown config keys with a warning (forward compatibility), but a key from a
@@ -174,6 +185,8 @@ class SparcAdapterConfig(PeftConfig):
                 raise ValueError(f"SPARC adapter config: {name} names modules missing from module_shapes.")
         if set(self.module_counts) != set(self.module_shapes):
             raise ValueError("SPARC adapter config: module_counts and module_shapes cover different modules.")
+        if self.soft and self.level == "weight":
+            raise ValueError("A weight-level SPARC adapter cannot be soft (weights are cut, not dampened).")
         if self.level == "head" and not self.num_heads:
             raise ValueError("A head-level SPARC adapter config needs num_heads.")
         if self.fingerprint and self.fingerprint != shape_fingerprint(self.module_shapes):

@@ -34,9 +34,14 @@ class ZeroingPlan:
         """Plan for ``model`` (a ``*ForCausalLM``, ``PeftModel`` or LoRA-wrapped model) and ``masks``.
 
         Raises:
-            ValueError: weight-level masks on a module that also carries a LoRA delta (``B·A`` is
-                dense, so no slice of the adapter keeps those weights at zero).
+            ValueError: soft masks; weight-level masks on a module that also carries a LoRA delta
+                (``B·A`` is dense, so no slice of the adapter keeps those weights at zero).
         """
+        if masks.soft:
+            raise ValueError(
+                "Dampened (soft) masks cannot be kept during training: a scaled weight is not a fixed "
+                "point of the optimizer. Train with binary masks, or dampen after training."
+            )
         base = unwrap_model(model)
         spec = get_architecture(base)
         slices: list[Slice] = []

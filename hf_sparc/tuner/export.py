@@ -1,7 +1,8 @@
 """Export SPARC adapters for people without hf_sparc.
 
 - :func:`export_merged`: a plain ``transformers`` checkpoint with the pruned weights zeroed.
-- :func:`export_ia3`: neuron/head masks as a standard PEFT (IA)³ adapter with 0/1 scales.
+- :func:`export_ia3`: neuron/head masks as a standard PEFT (IA)³ adapter (its vectors are exactly
+  per-unit scales: 0 for a cut unit, the scale for a dampened one, 1 elsewhere).
 
 :func:`save_adapter` (the SPARC adapter itself) lives in :mod:`hf_sparc.tuner.io` and is
 re-exported here.
@@ -102,7 +103,8 @@ def export_ia3(
     """Export neuron/head masks as a standard PEFT (IA)³ adapter (loads with plain ``peft``).
 
     (IA)³ multiplies a module's output (or, for "feedforward" modules, its input) by a learned
-    vector; a vector of ones with zeros at the pruned units reproduces the mask exactly:
+    vector; a vector of ones with zeros at the pruned units (and their scales at dampened units)
+    reproduces the mask:
     neuron masks scale the module output, head masks scale the input of the attention output
     projection. Weight-level masks cannot be expressed this way; use :func:`export_merged`.
 
@@ -132,7 +134,8 @@ def export_ia3(
         scale = torch.ones(layer.in_features if on_input else layer.out_features)
         for adapter in names:
             if adapter in layer.pruning_indices:
-                scale[layer.features(adapter).cpu()] = 0
+                features, scales = layer.features(adapter).cpu(), layer.feature_scales(adapter)
+                scale[features] *= 0 if scales is None else scales.cpu()
         targets.append(module_name)
         if on_input:
             feedforward.append(module_name)

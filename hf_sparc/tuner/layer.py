@@ -1,9 +1,9 @@
 """`SparcLayer`: an ``nn.Linear`` / GPT-2 ``Conv1D`` with pruning masks applied.
 
-Unmerged, the base weights are never copied: neuron masks zero output features after the
-matmul, head masks zero input features before it, and sparse weight masks subtract the pruned
-elements' contribution. Merging zeroes the pruned weights in place and keeps the original
-values, so unmerging restores them exactly.
+Unmerged, the base weights are never copied: neuron masks zero (or, soft, scale) output features
+after the matmul, head masks input features before it, and sparse weight masks subtract the
+pruned elements' contribution. Merging zeroes (scales) the pruned weights in place and keeps the
+original values, so unmerging restores them exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
 from hf_sparc.architectures import geometry
-from hf_sparc.masks import check_indices
+from hf_sparc.masks import check_indices, check_scales
 from hf_sparc.tuner.config import indices_digest
 
 # Buffers start out as this value until real indices arrive, so an adapter whose indices never
@@ -32,12 +32,20 @@ class SparcLayer(nn.Module, BaseTunerLayer):
 
     Every adapter stores only its sorted pruned indices (``pruning_indices[adapter]``, int64),
     whose meaning is given by its level: output features (``"neuron"``), heads at the input
-    (``"head"``, each ``head_dim`` wide) or flat weight positions (``"weight"``). Several active
-    adapters prune the union of their masks.
+    (``"head"``, each ``head_dim`` wide) or flat weight positions (``"weight"``). A soft adapter
+    also stores one scale per index (``pruning_scales[adapter]``, float32): those units are
+    multiplied by it instead of zeroed. Several active adapters prune the union of their masks
+    (a unit in two soft adapters is multiplied by both scales).
     """
 
     adapter_layer_names = ()
-    other_param_names = ("pruning_indices", "pruning_level", "pruning_group", "pruning_digest")
+    other_param_names = (
+        "pruning_indices",
+        "pruning_scales",
+        "pruning_level",
+        "pruning_group",
+        "pruning_digest",
+    )
 
     def __init__(
         self,
@@ -48,6 +56,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         count: int,
         group: int = 1,
         digest: str | None = None,
+        soft: bool = False,
     ) -> None:
         super().__init__()
         # the weight must sit in base_layer itself: forward and merge write to base_layer.weight
@@ -60,6 +69,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         self.in_features = geometry.in_features(base_layer)
         self.out_features = geometry.out_features(base_layer)
         self.pruning_indices = BufferDict(persistent=True)
+        self.pruning_scales = BufferDict(persistent=True)
         self.pruning_level: dict[str, str] = {}
         self.pruning_group: dict[str, int] = {}
         # expected indices_digest per adapter (None: adapter written without one)
@@ -74,19 +84,28 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self._active_adapter = adapter_name
-        self.update_layer(adapter_name, level, count, group, digest)
+        self.update_layer(adapter_name, level, count, group, digest, soft)
         self.register_load_state_dict_post_hook(_check_loaded)
 
     # -- adapters ----------------------------------------------------------------------------
     def update_layer(
-        self, adapter_name: str, level: str, count: int, group: int = 1, digest: str | None = None
+        self,
+        adapter_name: str,
+        level: str,
+        count: int,
+        group: int = 1,
+        digest: str | None = None,
+        soft: bool = False,
     ) -> None:
-        """Add an adapter slot of ``count`` indices (filled later by ``load_state_dict``, and then
-        checked against ``digest`` when one is given)."""
+        """Add an adapter slot of ``count`` indices (and, ``soft``, scales) filled later by
+        ``load_state_dict``, and then checked against ``digest`` when one is given."""
         device = self.base_layer.weight.device
         self.pruning_indices[adapter_name] = torch.full(
             (count,), _NOT_LOADED, dtype=torch.int64, device=device
         )
+        if soft:
+            # NaN until loaded: check_scales refuses it, so unloaded scales never act as cuts
+            self.pruning_scales[adapter_name] = torch.full((count,), float("nan"), device=device)
         self.pruning_level[adapter_name] = level
         self.pruning_group[adapter_name] = group
         self.pruning_digest[adapter_name] = digest
@@ -103,21 +122,32 @@ class SparcLayer(nn.Module, BaseTunerLayer):
 
     def indices(self, adapter_name: str) -> torch.Tensor:
         """The adapter's pruned indices, validated (once per change) before first use."""
-        tensor = self.pruning_indices[adapter_name]
-        stamp = (id(tensor), tensor._version)
+        tensor, scales = self.pruning_indices[adapter_name], self._stored_scales(adapter_name)
+        stamp = (id(tensor), tensor._version, id(scales), scales._version if scales is not None else 0)
         if self._validated.get(adapter_name) != stamp:
-            self._check(adapter_name, tensor)
+            self._check(adapter_name, tensor, scales)
             self._validated[adapter_name] = stamp
         return tensor
 
-    def _check(self, adapter_name: str, tensor: torch.Tensor) -> None:
+    def scales(self, adapter_name: str) -> torch.Tensor | None:
+        """The adapter's per-index scales (validated with the indices); ``None`` for a cut."""
+        self.indices(adapter_name)
+        return self._stored_scales(adapter_name)
+
+    def _stored_scales(self, adapter_name: str) -> torch.Tensor | None:
+        # BufferDict has no .get()
+        return self.pruning_scales[adapter_name] if adapter_name in self.pruning_scales else None  # noqa: SIM401
+
+    def _check(self, adapter_name: str, tensor: torch.Tensor, scales: torch.Tensor | None) -> None:
         where = f"SPARC adapter {adapter_name!r}, module {self.module_name}"
         if tensor.numel() and bool((tensor == _NOT_LOADED).all()):
             raise ValueError(f"{where}: indices were never loaded (missing from adapter_model.safetensors?).")
         check_indices(tensor, self.n_components(adapter_name), where)
+        if scales is not None:
+            check_scales(scales, tensor.numel(), where)
         expected = self.pruning_digest.get(adapter_name)
         level, n_components = self.pruning_level[adapter_name], self.n_components(adapter_name)
-        if expected and indices_digest(level, n_components, tensor) != expected:
+        if expected and indices_digest(level, n_components, tensor, scales) != expected:
             raise ValueError(
                 f"{where}: the pruned indices do not match the digest in adapter_config.json "
                 "(corrupted or edited adapter files); refusing to prune the wrong units."
@@ -137,6 +167,9 @@ class SparcLayer(nn.Module, BaseTunerLayer):
                         f"{where}: the config announces {expected} indices, the file has {incoming.numel()}."
                     )
                 check_indices(incoming, self.n_components(adapter_name), where)
+                scales = state_dict.get(f"{prefix}pruning_scales.{adapter_name}")
+                if adapter_name in self.pruning_scales and scales is not None:
+                    check_scales(scales, incoming.numel(), where)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
     # -- masking -----------------------------------------------------------------------------
@@ -148,6 +181,14 @@ class SparcLayer(nn.Module, BaseTunerLayer):
             return idx
         offsets = torch.arange(group, device=idx.device)
         return (idx[:, None] * group + offsets).flatten()
+
+    def feature_scales(self, adapter_name: str) -> torch.Tensor | None:
+        """Soft adapters: the scale of each of :meth:`features` (a head's scale on each of its
+        features); ``None`` for a cut."""
+        scales = self.scales(adapter_name)
+        if scales is None:
+            return None
+        return scales.repeat_interleave(self.pruning_group[adapter_name])
 
     def _merge_target(self, adapter_name: str) -> tuple[torch.Tensor, int, torch.Tensor]:
         """(weight view, dim, ids) such that ``view.index_fill_(dim, ids, 0)`` merges the adapter."""
@@ -172,15 +213,23 @@ class SparcLayer(nn.Module, BaseTunerLayer):
             return self.base_layer(x, *args, **kwargs)
         pending = self._pending()
         for name in pending["head"]:
-            x = x.index_fill(-1, self.features(name), 0)
+            x = self._mask_features(x.clone(), name)
         if pending["weight"]:
             result = self._weight_masked_forward(x, pending["weight"])
         else:
             result = self.base_layer(x, *args, **kwargs)
         for name in pending["neuron"]:
-            # the fresh matmul output is ours to modify; index_fill gives exact zeros even for inf inputs
-            result.index_fill_(-1, self.features(name), 0)
+            # the fresh matmul output is ours to modify
+            self._mask_features(result, name)
         return result
+
+    def _mask_features(self, tensor: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        """Zero (index_fill: exact zeros even for inf inputs) or scale the adapter's features of
+        ``tensor``'s last dimension, in place."""
+        features, scales = self.features(adapter_name), self.feature_scales(adapter_name)
+        if scales is None:
+            return tensor.index_fill_(-1, features, 0)
+        return tensor.index_copy_(-1, features, tensor.index_select(-1, features) * scales.to(tensor.dtype))
 
     def _weight_masked_forward(self, x: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
         weight, bias = self.base_layer.weight, self.base_layer.bias
@@ -236,7 +285,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
 
     # -- merging -----------------------------------------------------------------------------
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """Zero the pruned weights (and bias entries of pruned neurons) in place.
+        """Zero (soft adapters: scale) the pruned weights (and bias entries of pruned neurons) in place.
 
         The original values are kept so that :meth:`unmerge` restores them bit for bit.
         ``safe_merge`` is accepted for PEFT compatibility; zeroing cannot create NaNs.
@@ -247,12 +296,17 @@ class SparcLayer(nn.Module, BaseTunerLayer):
             if name not in self.pruning_indices:
                 continue
             view, dim, ids = self._merge_target(name)
+            scales = self.feature_scales(name)
             saved_bias = None
             if self.pruning_level[name] == "neuron" and bias is not None:
                 saved_bias = bias.data[ids].clone()
-                bias.data[ids] = 0
+                bias.data[ids] = 0 if scales is None else saved_bias * scales.to(bias.dtype)
             self._originals[name] = (view.index_select(dim, ids), saved_bias)
-            view.index_fill_(dim, ids, 0)
+            if scales is None:
+                view.index_fill_(dim, ids, 0)
+            else:
+                shape = [-1 if d == dim else 1 for d in range(view.dim())]
+                view.index_copy_(dim, ids, self._originals[name][0] * scales.to(view.dtype).view(shape))
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:

@@ -113,12 +113,11 @@ class SparcModel(BaseTuner):
                 )
             group = in_features // peft_config.num_heads
         digest = peft_config.module_digests.get(current_key)
+        slot = (adapter_name, peft_config.level, count, group, digest, peft_config.soft)
         if isinstance(target, SparcLayer):
-            target.update_layer(adapter_name, peft_config.level, count, group, digest)
+            target.update_layer(*slot)
         else:
-            new_module = SparcLayer(
-                target, current_key, adapter_name, peft_config.level, count, group, digest
-            )
+            new_module = SparcLayer(target, current_key, *slot)
             self._replace_module(parent, target_name, new_module, target)
 
     def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
@@ -169,6 +168,10 @@ def apply_masks(model: nn.Module, masks: Masks, adapter_name: str = "default") -
             peft_model = get_peft_model(base, config, adapter_name=adapter_name)
     targets = {mask_key: target for target, mask_key in config.mask_modules.items()}
     state = {f"base_model.model.{targets[name]}.pruning_indices": idx for name, idx in masks.items()}
+    if masks.soft:
+        state.update(
+            {f"base_model.model.{targets[name]}.pruning_scales": masks.scale(name) for name in masks}
+        )
     set_peft_model_state_dict(peft_model, state, adapter_name=adapter_name)
     peft_model.set_adapter(adapter_name)
     guard_save_pretrained(peft_model)
@@ -202,7 +205,8 @@ def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> Sp
             )
         mask_modules[target], counts[target] = name, idx.numel()
         shapes[target] = list(geometry.weight_shape(module))
-        digests[target] = indices_digest(masks.level, math.prod(actual), idx)
+        scales = masks.scale(name) if masks.soft else None
+        digests[target] = indices_digest(masks.level, math.prod(actual), idx, scales)
     return SparcAdapterConfig(
         task_type="CAUSAL_LM",
         inference_mode=True,
@@ -219,6 +223,7 @@ def _adapter_config(base: nn.Module, spec: ArchitectureSpec, masks: Masks) -> Sp
         num_heads=num_heads,
         mask_modules=mask_modules,
         module_digests=digests,
+        soft=masks.soft,
         provenance={
             "method": masks.method,
             "rule": masks.rule,
