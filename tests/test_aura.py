@@ -112,3 +112,40 @@ def test_select_aura_refuses_scores_that_are_no_auroc():
     expertise = fixed_expertise(model) * 2.0
     with pytest.raises(ValueError, match="AUROC"):
         hf_sparc.select_aura(expertise)
+
+
+def alternate_toxicity(texts):
+    """A stand-in scorer: every other continuation is toxic, so references have contrast sentences."""
+    return [float(i % 2) for i in range(len(texts))]
+
+
+def test_correction_reports_aura_rows_and_dampened_lrp(tokenizer):
+    from conftest import make_model
+    from test_correction import SMALL
+
+    from hf_sparc.workflows.correction import AURA, AURA_TOP_K, CorrectionSettings, run_correction
+
+    model = make_model("llama")
+    settings = CorrectionSettings(
+        count=5, controls=("random",), random_seeds=1, dampen=0.25, focus="continuation", **SMALL
+    )
+    result = run_correction(model, tokenizer, settings, scorer=alternate_toxicity)
+    assert list(result.rows) == ["base", "lrp", AURA, AURA_TOP_K, "random", "random (unprotected)"]
+    aura = result.selections[AURA][0]
+    assert aura.soft and result.rows[AURA]["pruned"] == aura.total() > 0
+    assert not result.selections[AURA_TOP_K][0].soft and result.rows[AURA_TOP_K]["pruned"] == 5
+    # the main method's units keep a quarter of their output; the controls are still cut
+    assert result.masks.soft and all(bool((result.masks.scale(n) == 0.25).all()) for n in result.masks)
+    assert "dampened to 0.25" in result.rules["lrp"] and not result.selections["random"][0].soft
+    assert result.references["n_others"] >= 1
+
+    main_aura = run_correction(
+        model,
+        tokenizer,
+        CorrectionSettings(method=AURA, count=5, focus="continuation", **SMALL),
+        scorer=alternate_toxicity,
+    )
+    assert list(main_aura.rows) == ["base", AURA, AURA_TOP_K] and main_aura.masks.soft
+    for bad in (dict(method=AURA, controls=("random",)), dict(method=AURA, dampen=0.5), dict(dampen=1.0)):
+        with pytest.raises(ValueError, match=r"aura|dampen"):
+            run_correction(model, tokenizer, CorrectionSettings(**bad, **SMALL), scorer=alternate_toxicity)

@@ -121,3 +121,22 @@ def test_sweep_command_saves_the_pick(model_dir, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     adapter = PeftModel.from_pretrained(base, out / "adapter")
     assert sum(adapter.peft_config["default"].module_counts.values()) == report["pick"]["count"]
+
+
+def test_correct_behavior_dampens_and_saves_a_soft_adapter(model_dir, tmp_path, capsys):
+    out = tmp_path / "soft"
+    code = main(["correct", "--behavior", "repetition", "--model", str(model_dir), "--count", "6",
+                 "--controls", "random", "--random-seeds", "1", "--threshold", "1.01", "--dampen", "0.5",
+                 "--no-aura", *SMALL_OPTIONS, "--output", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["dampen"] == 0.5 and report["settings"]["aura"] is False
+    assert report["rules"]["lrp"].endswith("dampened to 0.5")
+    assert json.loads((out / "adapter_config.json").read_text())["soft"] is True
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), out)
+    layer = next(m for m in adapter.modules() if hasattr(m, "pruning_scales") and len(m.pruning_scales))
+    assert bool((layer.scales("default") == 0.5).all())
+
+    code = main(["correct", "--method", "aura", "--undesired", "x.txt", "--general", "y.txt",
+                 "--model", str(model_dir), "--output", str(tmp_path / "aura")])  # fmt: skip
+    assert code == 2 and "--method aura needs --behavior" in capsys.readouterr().err

@@ -113,10 +113,10 @@ def expertise(
     model.eval()
     try:
         pos = _max_responses(
-            model, modules, positive, tokenizer, batch_size, max_length, "AurA positive", progress
+            model, modules, positive, tokenizer, batch_size, max_length, "hf_sparc aura (positive)", progress
         )
         neg = _max_responses(
-            model, modules, negative, tokenizer, batch_size, max_length, "AurA negative", progress
+            model, modules, negative, tokenizer, batch_size, max_length, "hf_sparc aura (negative)", progress
         )
     finally:
         model.train(was_training)

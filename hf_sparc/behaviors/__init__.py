@@ -162,7 +162,7 @@ def focus_on_words(references: BehaviorSet, *, scorer: ScorerLike = None) -> Beh
                     {"prompt": pair["prompt"] + continuation[:start], "continuation": continuation[start:end]}
                 )
                 kept.append(candidate)
-    return replace(references, pairs=pairs, kept=kept, focus="words")
+    return replace(references, pairs=pairs, kept=kept, focus="words", unfocused=list(references.pairs))
 
 
 def own_references(

@@ -89,6 +89,10 @@ class BehaviorSet(Sequence[dict[str, str]]):
         kept: Candidate index of each pair.
         focus: What a pair's continuation is: the whole ``"continuation"``, or one undesired word
             of it (``"words"``, see :func:`hf_sparc.behaviors.focus_on_words`).
+        others: The candidates that did *not* show the behaviour (non-empty continuations
+            below the threshold), whole, in candidate order: contrast sentences from the same
+            prompts (what AurA's expertise needs as negatives, see :func:`hf_sparc.expertise`).
+        unfocused: ``focus="words"``: the whole pairs the word pairs were cut from.
     """
 
     pairs: list[dict[str, str]]
@@ -101,6 +105,8 @@ class BehaviorSet(Sequence[dict[str, str]]):
     scores: list[float] = field(repr=False)
     kept: list[int] = field(repr=False)
     focus: Focus = "continuation"
+    others: list[dict[str, str]] = field(default_factory=list, repr=False)
+    unfocused: list[dict[str, str]] = field(default_factory=list, repr=False)
 
     @property
     def n_kept(self) -> int:
@@ -125,6 +131,12 @@ class BehaviorSet(Sequence[dict[str, str]]):
                 furthest[candidate] = pair
         return list(furthest.values())
 
+    def contrast(self) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        """Whole prompt + continuation pairs that showed the behaviour, and those that did not
+        (:attr:`others`), from the same candidates: sentences with and without it."""
+        shown = self.unfocused if self.focus != "continuation" else self.pairs
+        return list(shown), list(self.others)
+
     @overload
     def __getitem__(self, index: int) -> dict[str, str]: ...
     @overload
@@ -138,9 +150,14 @@ class BehaviorSet(Sequence[dict[str, str]]):
     def summary(self) -> dict[str, Any]:
         """Everything but the pairs and per-candidate lists, plus ``n_kept``: a line for a report."""
         info = asdict(self)
-        for key in ("pairs", "scores", "kept"):
+        for key in ("pairs", "scores", "kept", "others", "unfocused"):
             del info[key]
-        return {**info, "n_kept": self.n_kept, "n_continuations": self.n_continuations}
+        return {
+            **info,
+            "n_kept": self.n_kept,
+            "n_continuations": self.n_continuations,
+            "n_others": len(self.others),
+        }
 
 
 class Behavior(ABC):
@@ -265,6 +282,7 @@ class GeneratedBehavior(Behavior):
         texts = prompt_texts(candidates)
         scorer_name, score = self.scoring(scorer)
         pairs: list[dict[str, str]] = []
+        others: list[dict[str, str]] = []
         kept: list[int] = []
         scores: list[float] = []
         with progress_bar(len(texts), f"hf_sparc {self.name} references", progress) as bar:
@@ -282,9 +300,12 @@ class GeneratedBehavior(Behavior):
                 for offset, (item, value) in enumerate(zip(generations, score(generations), strict=True)):
                     scores.append(value)
                     room = limit is None or len(pairs) < limit
+                    pair = {"prompt": item["prompt"], "continuation": item["continuation"]}
                     if item["continuation_ids"] and self.shows(value, threshold) and room:
-                        pairs.append({"prompt": item["prompt"], "continuation": item["continuation"]})
+                        pairs.append(pair)
                         kept.append(start + offset)
+                    elif item["continuation_ids"] and not self.shows(value, threshold):
+                        others.append(pair)
                 bar.update(len(generations))
         return BehaviorSet(
             pairs=pairs,
@@ -296,6 +317,7 @@ class GeneratedBehavior(Behavior):
             n_candidates=len(scores),
             scores=scores,
             kept=kept,
+            others=others,
         )
 
 

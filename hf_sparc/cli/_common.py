@@ -144,8 +144,15 @@ def add_model_options(
     parser.add_argument("--max-length", type=int, default=length, help=length_help)
 
 
-def add_attribution_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="lrp", choices=list(METHODS), help="attribution method")
+def add_attribution_options(parser: argparse.ArgumentParser, extra_methods: tuple[str, ...] = ()) -> None:
+    """``extra_methods``: selection methods beyond attribution that the command offers (``aura``)."""
+    parser.add_argument(
+        "--method",
+        default="lrp",
+        choices=[*METHODS, *extra_methods],
+        help="attribution method"
+        + (f" (or {', '.join(extra_methods)}: with --behavior)" if extra_methods else ""),
+    )
     parser.add_argument(
         "--level", default="neuron", choices=["neuron", "head", "weight"], help="what to prune"
     )

@@ -67,6 +67,18 @@ def add_experiment_options(parser: argparse.ArgumentParser, sweep: bool = False)
     )
     group.add_argument("--random-seeds", type=int, default=S.random_seeds, help="seeds of the random control")
     group.add_argument(
+        "--aura",
+        action=argparse.BooleanOptionalAction,
+        default=S.aura and not sweep,
+        help="also measure AurA (Suau et al. 2024) and its top-count variant (neuron level)",
+    )
+    group.add_argument(
+        "--dampen",
+        type=float,
+        default=None,
+        help="scale in (0, 1) the selected units keep instead of being cut (soft masks; default: cut)",
+    )
+    group.add_argument(
         "--tasks",
         default=",".join(S.tasks) if not sweep else "none",
         help="zero-shot multiple-choice tasks (lm-evaluation-harness) measured on every selection: a comma "
@@ -100,6 +112,8 @@ def experiment_settings(args: argparse.Namespace):
         batch_size=args.batch_size or defaults.batch_size,
         random_seeds=args.random_seeds,
         controls=None if args.controls is None else tuple(args.controls),
+        aura=args.aura,
+        dampen=args.dampen,
         tasks=()
         if args.tasks.strip().lower() == "none"
         else tuple(t.strip() for t in args.tasks.split(",") if t.strip()),

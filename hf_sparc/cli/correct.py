@@ -68,6 +68,10 @@ def _run(args: argparse.Namespace) -> None:
     else:
         if args.split:
             raise ValueError("--split applies to --behavior runs; with --eval pass the split in the SPEC.")
+        if args.method == "aura":
+            raise ValueError(
+                "--method aura needs --behavior (AurA's sentences come from the model's own continuations)."
+            )
         _run_references(args)
 
 
@@ -123,7 +127,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog=SPEC_HELP,
     )
     add_model_options(parser, experiment=True)
-    add_attribution_options(parser)
+    add_attribution_options(parser, extra_methods=("aura",))
     add_amount_options(parser, None)
     add_experiment_options(parser)
     add_scaling_options(parser)

@@ -40,6 +40,11 @@ from hf_sparc.workflows.pruner import SparcConfig, SparcPruner
 CONTROLS = ("gradient", "wanda", "activation", "magnitude", "random")
 """Every control the experiment knows; each run uses those that can score its level."""
 
+AURA = "aura"
+"""AurA (Suau et al., 2024) as a method: every neuron with AUROC > 0.5 dampened (see
+:func:`hf_sparc.select_aura`); ``"aura (top-k)"`` is its fixed-count variant."""
+AURA_TOP_K = "aura (top-k)"
+
 
 def default_controls(level: str) -> tuple[str, ...]:
     """The controls of :data:`CONTROLS` that can score ``level`` (e.g. Wanda only weights)."""
@@ -99,6 +104,12 @@ class CorrectionSettings:
     random_seeds: int = 5
     # None: every control that can score ``level`` (see :func:`default_controls`).
     controls: tuple[str, ...] | None = None
+    # Rows of AurA and of AurA's top-``count`` variant, from the references' contrast sentences
+    # (neuron level, behaviours with generated references). With method="aura" AurA is the main
+    # row and there are no controls (they need the main method's candidates).
+    aura: bool = True
+    # Scale in (0, 1) the main method's selected units keep (soft masks) instead of 0; None: cut.
+    dampen: float | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -250,6 +261,24 @@ class BehaviorExperiment:
             for seed in seeds
         ]
 
+    def fit_aura(self, count: int) -> dict[str, Masks]:
+        """AurA's selection and its top-``count`` variant, from expertise on the references'
+        contrast sentences (whole toxic vs non-toxic continuations of the same candidates);
+        empty when the references have no contrast sentences."""
+        from hf_sparc.attribution.expertise import expertise
+        from hf_sparc.selection import select_aura
+
+        positive, negative = self.references.contrast()
+        if not positive or not negative:
+            return {}
+        s = self.settings
+        scores = expertise(
+            self.model, positive, negative, tokenizer=self.tokenizer,
+            target_modules=list(s.target_modules) if s.target_modules else None,
+            batch_size=s.batch_size, max_length=s.reference_max_length,
+        )  # fmt: skip
+        return {AURA: select_aura(scores), AURA_TOP_K: select_aura(scores, count=count)}
+
     def reference_summary(self) -> dict[str, Any]:
         summary = self.references.summary()
         summary["n_general"] = len(self.general)
@@ -268,7 +297,16 @@ def _checked(settings: CorrectionSettings | None, scorer) -> tuple[CorrectionSet
         s = replace(s, threshold=behavior.default_threshold)
     if s.focus not in FOCUSES:
         raise ValueError(f"Unknown focus {s.focus!r}; expected one of {list(FOCUSES)}.")
-    get_method(s.method, s.level)
+    if s.dampen is not None and not 0 < s.dampen < 1:
+        raise ValueError(f"dampen must be in (0, 1), got {s.dampen}.")
+    if s.method == AURA:
+        if s.level != "neuron" or s.dampen is not None or s.controls:
+            raise ValueError(
+                "method='aura' scores neurons, dampens by its own rule and runs without controls."
+            )
+        s = replace(s, controls=())
+    else:
+        get_method(s.method, s.level)
     if s.controls is None:
         s = replace(s, controls=default_controls(s.level))
     for control in s.controls:

@@ -28,6 +28,8 @@ from hf_sparc.reports.correction import correction_tables
 from hf_sparc.reports.render import provenance
 from hf_sparc.reports.writer import new_figure, write_report
 from hf_sparc.workflows._experiment import (
+    AURA,
+    AURA_TOP_K,
     CONTROLS,
     CorrectionSettings,
     Measurement,
@@ -38,6 +40,8 @@ from hf_sparc.workflows._experiment import (
 )
 
 __all__ = [
+    "AURA",
+    "AURA_TOP_K",
     "CONTROLS",
     "UNPROTECTED_RANDOM",
     "CorrectionResult",
@@ -144,11 +148,21 @@ def run_correction(
     """
     experiment = prepare_experiment(model, tokenizer, settings, scorer=scorer)
     s = experiment.settings
-    (main,) = experiment.fit(s.method, s.count)
-    pool = main.candidate_pool()
-    share = f"{s.protect_general:g}" if s.protect_general else "none"
-    rules = {"base": "", s.method: f"own (protect {share} of |{s.method} R_general|)"}
-    selections: dict[str, list[Masks]] = {}
+    aura = experiment.fit_aura(s.count) if (s.aura and s.level == "neuron") or s.method == AURA else {}
+    rules = {"base": "", AURA: "all units, AUROC > 0.5 dampened", AURA_TOP_K: "all units, top AUROC cut"}
+    selections: dict[str, list[Masks]] = {name: [masks] for name, masks in aura.items()}
+    if s.method == AURA:
+        if AURA not in aura:
+            raise ValueError("AurA needs references with and without the behaviour; none were found.")
+        main_masks, pool = selections.pop(AURA)[0], None
+    else:
+        (main,) = experiment.fit(s.method, s.count)
+        main_masks, pool = main.masks, main.candidate_pool()
+        share = f"{s.protect_general:g}" if s.protect_general else "none"
+        rules[s.method] = f"own (protect {share} of |{s.method} R_general|)"
+        if s.dampen is not None:
+            main_masks = main_masks.dampened(s.dampen)
+            rules[s.method] += f", dampened to {s.dampen:g}"
     for control in s.controls:
         # every control picks among the main method's candidates, ranked by its own score
         pruners = experiment.fit(control, s.count, protect_general=0.0)
@@ -158,20 +172,21 @@ def run_correction(
         selections[UNPROTECTED_RANDOM] = [pruner.masks for pruner in experiment.fit("random", s.count)]
         rules[UNPROTECTED_RANDOM] = "all units (unprotected)"
     with experiment.counting(2 + sum(len(masks) for masks in selections.values())):
-        measurements = {"base": [experiment.measure(None)], s.method: [experiment.measure(main.masks)]}
+        measurements = {"base": [experiment.measure(None)], s.method: [experiment.measure(main_masks)]}
         for name, masks in selections.items():
             measurements[name] = [experiment.measure(m) for m in masks]
     rows = {name: _mean_rows([m.values for m in runs]) for name, runs in measurements.items()}
+    rules = {name: rule for name, rule in rules.items() if name in rows}
     return CorrectionResult(
         s,
         rows,
-        main.masks,
+        main_masks,
         experiment.reference_summary(),
         experiment.behavior.metric.name,
         experiment.references,
         measurements,
         rules,
-        {s.method: [main.masks], **selections},
+        {s.method: [main_masks], **selections},
     )
 
 

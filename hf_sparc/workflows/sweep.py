@@ -154,6 +154,8 @@ def run_sweep(
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}.")
     s = settings or CorrectionSettings()
+    if s.method == "aura":
+        raise ValueError("A sweep varies the count; AurA picks its own: use hf-sparc correct --method aura.")
     if s.controls is None:
         s = replace(s, controls=())
     experiment = prepare_experiment(model, tokenizer, s, scorer=scorer)
@@ -168,6 +170,8 @@ def run_sweep(
             pruners = experiment.fit(method, grid[0])
             for count in grid:
                 masks = [pruner.select(count=count) for pruner in pruners]
+                if method == s.method and s.dampen is not None:
+                    masks = [m.dampened(s.dampen) for m in masks]
                 measured = [experiment.measure(m).values for m in masks]
                 if method == s.method:
                     pick_masks[count] = masks[0]
