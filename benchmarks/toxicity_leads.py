@@ -1,0 +1,113 @@
+"""The leads toward a stronger toxicity correction, side by side on the dev split (issue: beat AurA).
+
+One set of references, one LRP attribution of the toxic references and of general text; the rows
+differ only in how the ``count`` neurons are chosen or treated, and every row is measured on the
+same dev prompts, texts and questions (per-item outcomes, so the report has paired intervals):
+
+- ``lrp``: the shipped rule (signed R, Eq. 7, top half of |R_general| protected, units cut);
+- ``lrp dampen D``: the same units kept at scale D instead of cut (soft masks);
+- ``lrp per token``: both relevances per explained token instead of per reference (a toxic-word
+  reference explains 1–2 tokens, a general text ~63, so plain Eq. 7 is dominated by general text);
+- ``lrp vs non-toxic``: general relevance from the *non-toxic* continuations of the same candidate
+  prompts (paired references) instead of BoolQ passages; ``… per token`` both changes;
+- ``aura`` / ``aura (top-k)``: AurA's dampening of every neuron with AUROC > 0.5 from the toxic vs
+  non-toxic continuations, and its top-``count`` cut;
+- ``random``: ``count`` random units among LRP's candidates (seeds).
+
+    python benchmarks/toxicity_leads.py --output runs/leads-dev --record docs/results/toxicity_leads_dev.json
+
+Choices are made on these numbers, so the split is dev and cannot be changed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import replace
+
+import hf_sparc
+from hf_sparc.cli._common import load_model
+from hf_sparc.workflows._experiment import prepare_experiment
+from hf_sparc.workflows.correction import CorrectionResult, CorrectionSettings, _mean_rows
+
+
+def per_explained_token(rel: hf_sparc.Relevance) -> hf_sparc.Relevance:
+    """Relevance per explained token instead of per reference."""
+    return rel / (rel.info.n_tokens / rel.info.n_samples)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--count", type=int, default=CorrectionSettings.count)
+    parser.add_argument("--dampen", type=float, nargs="*", default=[0.5])
+    parser.add_argument("--random-seeds", type=int, default=3)
+    parser.add_argument("--task-limit", type=int, default=CorrectionSettings.task_limit)
+    parser.add_argument("--output", default="runs/toxicity-leads")
+    parser.add_argument("--record", default=None, help="also copy report.json here")
+    args = parser.parse_args(argv)
+    start = time.time()
+
+    model, tokenizer = load_model(args.model, "cpu", "float32")
+    settings = CorrectionSettings(
+        split="dev", count=args.count, controls=("random",), random_seeds=args.random_seeds,
+        task_limit=args.task_limit,
+    )  # fmt: skip
+    experiment = prepare_experiment(model, tokenizer, settings)
+    s = experiment.settings
+    (lrp,) = experiment.fit("lrp", s.count)
+    undesired, general = lrp.relevance["undesired"], lrp.relevance["general"]
+    _, non_toxic = experiment.references.contrast()
+    paired = hf_sparc.attribute(
+        model, non_toxic, tokenizer=tokenizer, method="lrp", level="neuron",
+        batch_size=max(1, s.batch_size // 2), max_length=s.reference_max_length,
+    )  # fmt: skip
+
+    def contrastive(und, gen):
+        return hf_sparc.select_contrastive(und, gen, count=s.count, protect_general=s.protect_general)
+
+    selections = {"lrp": [lrp.masks]}
+    rules = {"base": "", "lrp": "own (protect 0.5 of |lrp R_general|)"}
+    for scale in args.dampen:
+        selections[f"lrp dampen {scale:g}"] = [lrp.masks.dampened(scale)]
+        rules[f"lrp dampen {scale:g}"] = f"lrp's units, kept at {scale:g}"
+    selections["lrp per token"] = [contrastive(per_explained_token(undesired), per_explained_token(general))]
+    rules["lrp per token"] = "own, relevance per explained token"
+    selections["lrp vs non-toxic"] = [contrastive(undesired, paired)]
+    rules["lrp vs non-toxic"] = f"own, general = {len(non_toxic)} non-toxic continuations"
+    selections["lrp vs non-toxic per token"] = [
+        contrastive(per_explained_token(undesired), per_explained_token(paired))
+    ]
+    rules["lrp vs non-toxic per token"] = "own, both changes"
+    for name, masks in experiment.fit_aura(s.count).items():
+        selections[name] = [masks]
+        rules[name] = "all units, AUROC > 0.5 dampened" if name == "aura" else "all units, top AUROC cut"
+    pool = lrp.candidate_pool()
+    selections["random"] = [p.select(count=s.count, pool=pool) for p in experiment.fit("random", s.count)]
+    rules["random"] = "lrp's candidates"
+
+    with experiment.counting(1 + sum(len(m) for m in selections.values())):
+        measurements = {"base": [experiment.measure(None)]}
+        measurements.update(
+            {name: [experiment.measure(m) for m in masks] for name, masks in selections.items()}
+        )
+    rows = {name: _mean_rows([m.values for m in runs]) for name, runs in measurements.items()}
+    result = CorrectionResult(
+        replace(s, extra={"benchmark": "toxicity_leads"}), rows, lrp.masks, experiment.reference_summary(),
+        experiment.behavior.metric.name, experiment.references, measurements, rules, selections,
+    )  # fmt: skip
+    minutes = (time.time() - start) / 60
+    extra = {"model": args.model, "minutes": minutes, "command": "python " + " ".join(sys.argv)}
+    result.save(args.output, "Toxicity leads on the dev split", extra=extra)
+    if args.record:
+        shutil.copyfile(f"{args.output}/report.json", args.record)
+    print(result.table())
+    print(f"{minutes:.1f} min; report in {args.output}")
+
+
+if __name__ == "__main__":
+    main()
