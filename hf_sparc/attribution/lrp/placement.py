@@ -42,7 +42,6 @@ from hf_sparc.attribution.lrp.rules import (
     Rule,
     StopGradient,
     fused_output_map,
-    lxt_rules,
 )
 from hf_sparc.attribution.patches import InstancePatches
 
@@ -120,7 +119,6 @@ def lrp_rules(model: nn.Module, method: str = "lrp") -> Iterator[nn.Module]:
     """
     if method not in PLACEMENTS:
         raise ValueError(f"Unknown LRP method {method!r}; expected one of {LRP_METHODS}.")
-    lxt_rules()  # a missing lxt fails here, before anything is patched
     base = unwrap_model(model)
     patches = InstancePatches()
     try:

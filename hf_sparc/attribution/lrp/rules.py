@@ -1,9 +1,9 @@
-"""LRP rules in Gradient×Input form: lxt's rule functions, and how each is put on one module.
+"""LRP rules in Gradient×Input form, and how each is put on one module.
 
-The rules themselves come from lxt (the AttnLRP authors' library): ``identity_rule_implicit``
-(element-wise non-linearities), ``divide_gradient`` (uniform rule on products) and
-``stop_gradient`` (CP-LRP). Each rule here is a small frozen value that knows how to apply itself
-to one module instance through an :class:`~hf_sparc.attribution.patches.InstancePatches`:
+The rule functions (:mod:`hf_sparc.attribution.lrp.functions`: the identity rule on element-wise
+non-linearities, the uniform rule on products, CP-LRP's stop-gradient) are AttnLRP's, as in lxt.
+Each rule here is a small frozen value that knows how to apply itself to one module instance
+through an :class:`~hf_sparc.attribution.patches.InstancePatches`:
 
 * :class:`Identity` and :class:`LayerNormRule` shadow the module's ``forward``;
 * :class:`DivideGradient` and :class:`StopGradient` map the module's output (identity forward,
@@ -15,40 +15,16 @@ Where they go is :mod:`hf_sparc.attribution.lrp.placement`.
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
 import torch
 from torch import nn
 
+from hf_sparc.attribution.lrp.functions import divide_gradient, identity_rule, stop_gradient
 from hf_sparc.attribution.patches import InstancePatches
 
-_LXT_INSTALL_HINT = "Install it with `pip install --no-deps lxt==2.1` (see README, Install)."
-
 TensorMap = Callable[[torch.Tensor], torch.Tensor]
-
-
-@functools.cache
-def lxt_rules() -> ModuleType:
-    """lxt's rule functions (``lxt/efficient/rules.py``).
-
-    The module is loaded from its file because ``import lxt.efficient`` fails on transformers 5
-    (its package ``__init__`` imports a BERT patch that uses removed transformers APIs); the
-    rules file itself only needs torch.
-    """
-    spec = importlib.util.find_spec("lxt")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"LRP needs the `lxt` package, which is not installed. {_LXT_INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "efficient" / "rules.py"
-    if not path.is_file():
-        raise ImportError(f"lxt at {path.parent.parent} has no efficient/rules.py. {_LXT_INSTALL_HINT}")
-    module_spec = importlib.util.spec_from_file_location("hf_sparc._lxt_rules", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 @dataclass(frozen=True)
@@ -57,10 +33,7 @@ class Identity:
     statistics are detached, as RMSNorm is)."""
 
     def apply(self, patches: InstancePatches, module: nn.Module) -> None:
-        rules = lxt_rules()
-        patches.shadow_forward(
-            module, lambda forward: functools.partial(rules.identity_rule_implicit, forward)
-        )
+        patches.shadow_forward(module, lambda forward: functools.partial(identity_rule, forward))
 
 
 @dataclass(frozen=True)
@@ -78,7 +51,7 @@ class DivideGradient:
     factor: int
 
     def output_map(self) -> TensorMap:
-        return functools.partial(lxt_rules().divide_gradient, factor=self.factor)
+        return functools.partial(divide_gradient, factor=self.factor)
 
     def apply(self, patches: InstancePatches, module: nn.Module) -> None:
         patches.map_output(module, self.output_map())
@@ -89,7 +62,7 @@ class StopGradient:
     """No gradient through the output (CP-LRP's treatment of queries and keys)."""
 
     def output_map(self) -> TensorMap:
-        return lxt_rules().stop_gradient
+        return stop_gradient
 
     def apply(self, patches: InstancePatches, module: nn.Module) -> None:
         patches.map_output(module, self.output_map())
