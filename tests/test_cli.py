@@ -13,6 +13,7 @@ from peft import PeftModel
 from sparc_fixtures import assert_same_logits
 from transformers import AutoModelForCausalLM
 
+import hf_sparc
 from hf_sparc.cli import main
 
 UNDESIRED = ["bad bad bad dog", "very bad", "not good bad", "bad cat"]
@@ -115,6 +116,15 @@ def test_user_mistakes_exit_2_with_one_line_and_leave_no_output(workspace, tmp_p
     with pytest.raises(SystemExit) as exit_info:
         main(["correct", "--bogus"])
     assert exit_info.value.code == 2
+    # --debug: the same mistake raises, with its traceback
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "correct", *common, "--overwrite", "--undesired", str(tmp_path / "missing.txt")])
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"hf-sparc {hf_sparc.__version__}"
 
 
 def test_evaluate_and_correct_with_eval_set_report_perplexity(workspace, tmp_path, capsys):

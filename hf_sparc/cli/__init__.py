@@ -1,7 +1,7 @@
 """``hf-sparc``: attribute, select, correct, evaluate, export and push from the command line.
 
 User mistakes (bad path, bad SPEC, bad option, mismatched adapter) end with one line on
-stderr and exit code 2 — never a traceback. Outputs are written to a temporary folder and
+stderr and exit code 2 — a traceback only with ``--debug``. Outputs are written to a temporary folder and
 renamed into place at the very end, so a failed run never leaves a folder that looks complete.
 
 A command is one module of this package with a ``register(commands)`` function, listed in
@@ -47,7 +47,11 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, Impor
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``hf-sparc`` parser with every command of ``COMMANDS``."""
+    from hf_sparc import __version__
+
     parser = argparse.ArgumentParser(prog="hf-sparc", description=__doc__, formatter_class=Formatter)
+    parser.add_argument("--version", action="version", version=f"hf-sparc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(commands)
@@ -60,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except _USER_ERRORS as error:
+        if args.debug:
+            raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"hf-sparc {args.command}: error: {message}", file=sys.stderr)
+        print("(hf-sparc --debug ... shows the full traceback)", file=sys.stderr)
         return 2
     return 0
