@@ -12,7 +12,8 @@ dev split) and by default reports **test** numbers: the locked held-out split th
 made on (see ``hf_sparc.data.builtin``). ``--split dev`` measures on the dev split instead, where
 options are compared and chosen; never choose anything on test numbers.
 
-    python examples/demo.py                 # defaults (about 10–20 min on 2 CPU cores)
+    python examples/demo.py                 # defaults (about 40 min on 2 CPU cores: 35 min measured for
+                                            # 16 selections, + AurA's 2)
     python examples/demo.py --quick         # smaller sets, fewer controls (a few minutes)
 """
 

@@ -43,7 +43,7 @@ def _record(toxic_after: list[int]) -> dict:
         "metric": "toxic_rate",
         "table_metrics": ["toxic_rate", "toxic_rate_jigsaw"],
         "rows": {"base": row, "lrp": row, "random": {**row, "toxic_rate_sd": 0.1}},
-        "rules": {"base": "", "lrp": "own", "random": "lrp's candidates"},
+        "rules": {"base": "", "lrp": "own (protect 0.5 of |R_general|)", "random": "lrp's candidates"},
         "outcomes": {
             "base": [outcome(base, [1, 1, 0, 0])],
             "lrp": [outcome(toxic_after, [1, 1, 0, 0])],
@@ -68,6 +68,8 @@ def test_every_block_names_an_existing_record_and_view():
         for match in re.finditer(r"<!-- results: (\S+) (\S+) -->", doc.read_text())
     ]
     assert blocks, "RESULTS.md has generated blocks"
+    # the README headline and the test-split section come from the demo's record
+    assert ("demo.json", "headline") in blocks and ("demo.json", "correction") in blocks
     for record, view in blocks:
         assert (RESULTS / record).is_file() and view in VIEWS
 
@@ -79,6 +81,9 @@ def test_a_changed_record_changes_its_table(tmp_path, view):
     first = render(document, tmp_path)
     assert first.startswith("before\n") and first.endswith("<!-- /results -->\nafter\n")
     assert "stale" not in first and "−75% [" in first  # 4 toxic -> 1: -75%
+    # every table row has as many cells as its header (a "|" inside a rule is escaped)
+    table = [line for line in first.splitlines() if line.startswith("|")]
+    assert len({len(re.split(r"(?<!\\)\|", line)) for line in table[:4]}) == 1
     assert render(first, tmp_path) == first  # rendering is idempotent
     (tmp_path / "r.json").write_text(json.dumps(_record([1, 1, 0, 0, 0, 0, 0, 0])))
     assert "−50% [" in render(first, tmp_path)

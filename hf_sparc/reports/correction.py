@@ -36,7 +36,8 @@ def item_means(seeds: Sequence[Mapping[str, Sequence[float]]], key: str) -> list
     return out
 
 
-def _p(value: float) -> str:
+def format_p(value: float) -> str:
+    """A p-value cell: three decimals, or ``<0.001``."""
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
@@ -54,7 +55,8 @@ def behavior_table(data: Mapping[str, Any], metrics: Sequence[str]) -> str:
         header += [_LABELS.get(metric, metric), "Δ vs base [95% CI]", "p vs base", f"p vs {main}"]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (4 * len(metrics))]
     for name, row in rows.items():
-        cells = [name, data.get("rules", {}).get(name, "")]
+        # a rule such as "protect 0.5 of |R_general|" must not split the markdown cell
+        cells = [name, data.get("rules", {}).get(name, "").replace("|", "\\|")]
         for metric in metrics:
             mine = item_means(outcomes[name], metric)
             base = item_means(outcomes["base"], metric)
@@ -63,8 +65,8 @@ def behavior_table(data: Mapping[str, Any], metrics: Sequence[str]) -> str:
                 cells += ["", "", ""]
                 continue
             cells.append(bootstrap_change(base, mine).cell())
-            cells.append(_p(mcnemar(base, mine)))
-            cells.append("" if name == main else _p(mcnemar(item_means(outcomes[main], metric), mine)))
+            cells.append(format_p(mcnemar(base, mine)))
+            cells.append("" if name == main else format_p(mcnemar(item_means(outcomes[main], metric), mine)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -85,11 +87,7 @@ def capability_table(data: Mapping[str, Any]) -> str:
         if name == "base":
             cells.append("")
         else:
-            change = bootstrap_change(
-                item_means(base, "nll"), item_means(seeds, "nll"),
-                base_weights=base[0]["tokens"], other_weights=seeds[0]["tokens"], exp=True,
-            )  # fmt: skip
-            cells.append(change.cell(1))
+            cells.append(perplexity_change(base, seeds).cell(1))
         if tasks:
             keys = [f"accuracy:{task}" for task in tasks]
             mine = [v for key in keys for v in item_means(seeds, key)]
@@ -98,10 +96,20 @@ def capability_table(data: Mapping[str, Any]) -> str:
             if name == "base":
                 cells += ["", ""]
             else:
-                cells += [bootstrap_change(theirs, mine, relative=False).cell(1), _p(mcnemar(theirs, mine))]
+                change = bootstrap_change(theirs, mine, relative=False)
+                cells += [change.cell(1), format_p(mcnemar(theirs, mine))]
             cells += [f"{row[key]:.3f}" for key in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def perplexity_change(base: list, seeds: list):
+    """Relative change of perplexity (pooled over texts, ``exp`` of the token-weighted mean NLL)
+    from ``base``'s outcomes to ``seeds``' (seed-averaged), with its paired bootstrap interval."""
+    return bootstrap_change(
+        item_means(base, "nll"), item_means(seeds, "nll"),
+        base_weights=base[0]["tokens"], other_weights=seeds[0]["tokens"], exp=True,
+    )  # fmt: skip
 
 
 def correction_tables(data: Mapping[str, Any]) -> str:

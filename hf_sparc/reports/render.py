@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from hf_sparc.reports.correction import correction_tables, item_means
+from hf_sparc.reports.correction import correction_tables, format_p, item_means, perplexity_change
 from hf_sparc.reports.statistics import bootstrap_change, mcnemar
 
 __all__ = ["VIEWS", "provenance", "render", "render_file"]
@@ -63,7 +63,7 @@ def _headline(data: Mapping[str, Any]) -> str:
     metrics = data.get("table_metrics") or [data["metric"]]
     outcomes, main = data["outcomes"], data["settings"]["method"]
     tasks = [f"accuracy:{t}" for t in data["settings"].get("tasks") or ()]
-    header = ["selection", *(f"{m} Δ [95% CI]" for m in metrics), "perplexity Δ"]
+    header = ["selection", *(f"{m} Δ [95% CI]" for m in metrics), "perplexity Δ [95% CI]"]
     header += ["mean accuracy Δ", f"p vs {main} ({metrics[0]})"] if tasks else [f"p vs {main} ({metrics[0]})"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     base = outcomes["base"]
@@ -71,14 +71,13 @@ def _headline(data: Mapping[str, Any]) -> str:
         if name == "base":
             continue
         cells = [name] + [bootstrap_change(item_means(base, m), item_means(seeds, m)).cell() for m in metrics]
-        ppl = data["rows"][name]["perplexity"] / data["rows"]["base"]["perplexity"] - 1
-        cells.append(f"{100 * ppl:+.1f}%".replace("-", "−"))
+        cells.append(perplexity_change(base, seeds).cell(1))
         if tasks:
             theirs = [v for key in tasks for v in item_means(base, key)]
             mine = [v for key in tasks for v in item_means(seeds, key)]
             cells.append(bootstrap_change(theirs, mine, relative=False).cell(1))
         against = mcnemar(item_means(outcomes[main], metrics[0]), item_means(seeds, metrics[0]))
-        cells.append("" if name == main else f"{against:.3f}")
+        cells.append("" if name == main else format_p(against))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -55,7 +55,8 @@ def default_controls(level: str) -> tuple[str, ...]:
 class CorrectionSettings:
     """Sizes and options of one correction run (all recorded in the report).
 
-    Defaults are sized for a 2-core CPU and SmolLM2-135M (about 15 minutes): every held-in toxic
+    Defaults are sized for a 2-core CPU and SmolLM2-135M (35 minutes measured for 16 selections,
+    about 2 minutes per measured selection): every held-in toxic
     prompt is a candidate (497; the built-in repetition set has 36), 128 general references
     (the paper's count), 192 held-out prompts (one prompt = 0.5 points of toxic rate; with 64,
     1.6 points made differences of a few prompts look large).
