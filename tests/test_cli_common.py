@@ -37,7 +37,7 @@ def test_load_adapter_reads_the_config_once_and_loads_the_named_base(adapter, mo
         config_reads.append(args[0])
         return read_config(cls, *args, **kwargs)
 
-    def fake_load_model(name, device, dtype):
+    def fake_load_model(name, **loading):
         loaded_bases.append(name)
         return tiny_model("gpt2"), "tokenizer"
 
@@ -65,3 +65,29 @@ def test_load_adapter_refuses_a_damaged_adapter_before_loading_the_base(adapter,
         _common.load_adapter(str(pickled))
     with pytest.raises(FileNotFoundError, match=r"no adapter_config\.json"):
         _common.load_adapter(str(tmp_path))
+
+
+def test_load_model_loads_like_transformers(tmp_path, monkeypatch):
+    from conftest import make_tokenizer
+
+    tiny_model("llama", dtype=torch.bfloat16).save_pretrained(tmp_path)
+    make_tokenizer().save_pretrained(tmp_path)
+    model, _ = _common.load_model(str(tmp_path))
+    assert model.dtype == torch.float32 and not model.training  # the CLI default: fp32
+    model, _ = _common.load_model(str(tmp_path), dtype="auto")
+    assert model.dtype == torch.bfloat16  # the checkpoint's
+    from transformers import AutoModelForCausalLM
+
+    calls = []
+    load = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(
+        AutoModelForCausalLM, "from_pretrained", lambda *a, **kw: calls.append(kw) or load(*a, **kw)
+    )
+    model, _ = _common.load_model(str(tmp_path), device_map="cpu", revision="main")
+    assert calls[-1]["device_map"] == "cpu" and calls[-1]["revision"] == "main" and model.device.type == "cpu"
+    parser = hf_sparc.cli.build_parser()
+    args = parser.parse_args(["attribute", "--model", "m", "--dtype", "auto", "--device-map", "auto",
+                              "--revision", "v1", "--trust-remote-code", "--output", "o"])  # fmt: skip
+    assert _common.loading_options(args) == {
+        "device": "cpu", "dtype": "auto", "device_map": "auto", "revision": "v1", "trust_remote_code": True
+    }  # fmt: skip

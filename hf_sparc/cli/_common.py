@@ -37,13 +37,14 @@ __all__ = [
     "load_adapter",
     "load_model",
     "load_with_adapter",
+    "loading_options",
     "pruning_report",
     "save_pruning_run",
     "scaling_options",
     "write_report",
 ]
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 BATCH_SIZE, MAX_LENGTH = 8, 128
 """Defaults of ``--batch-size``/``--max-length`` outside the built-in behaviour experiment."""
 SPEC_HELP = (
@@ -63,20 +64,44 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
         return super()._get_help_string(action)
 
 
-def load_model(model: str, device: str = "cpu", dtype: str = "float32"):
-    """Load ``(model, tokenizer)`` from a Hub id, a local folder or a built-in name, in eval mode."""
+def load_model(
+    model: str,
+    device: str = "cpu",
+    dtype: str = "float32",
+    *,
+    device_map: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load ``(model, tokenizer)`` from a Hub id, a local folder or a built-in name, in eval mode,
+    as ``transformers`` would: ``dtype="auto"`` keeps the checkpoint's dtype, ``device_map``
+    (e.g. ``"auto"``) places it with accelerate instead of moving it to ``device``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = str(default_model_path(model)) if model in available_models() else model
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    return loaded.to(device).eval(), tokenizer
+    hub = {"revision": revision, "trust_remote_code": trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        path, dtype="auto" if dtype == "auto" else getattr(torch, dtype), device_map=device_map, **hub
+    )
+    return (loaded if device_map else loaded.to(device)).eval(), tokenizer
+
+
+def loading_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`load_model` given by the model options of ``args``."""
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "device_map": getattr(args, "device_map", None),
+        "revision": getattr(args, "revision", None),
+        "trust_remote_code": getattr(args, "trust_remote_code", False),
+    }
 
 
 def load_with_adapter(args: argparse.Namespace):
     """``load_model`` for ``args.model``, with ``args.adapter`` (if given) loaded through PEFT."""
-    model, tokenizer = load_model(args.model, args.device, args.dtype)
+    model, tokenizer = load_model(args.model, **loading_options(args))
     if getattr(args, "adapter", None):
         from peft import PeftModel
 
@@ -84,12 +109,12 @@ def load_with_adapter(args: argparse.Namespace):
     return model, tokenizer
 
 
-def load_adapter(adapter: str, model: str | None = None, device: str = "cpu", dtype: str = "float32"):
+def load_adapter(adapter: str, model: str | None = None, **loading: Any):
     """``(peft_model, tokenizer, base model name)`` for the SPARC adapter folder ``adapter``.
 
     The adapter's config is read and checked once, before the base model is loaded (a wrong or
     damaged adapter fails fast), and handed to PEFT instead of being read again. ``model``
-    overrides the base model the adapter names.
+    overrides the base model the adapter names; ``loading``: as :func:`load_model`.
     """
     from peft import PeftModel
 
@@ -99,7 +124,7 @@ def load_adapter(adapter: str, model: str | None = None, device: str = "cpu", dt
     base_name = model or config.base_model_name_or_path
     if not base_name:
         raise ValueError("The adapter does not name its base model; pass --model.")
-    base, tokenizer = load_model(base_name, device, dtype)
+    base, tokenizer = load_model(base_name, **loading)
     return PeftModel.from_pretrained(base, adapter, config=config).eval(), tokenizer, base_name
 
 
@@ -130,7 +155,16 @@ def add_model_options(
         "--model", required=required, help="Hub id, local folder, or built-in name (smollm2-135m-instruct)"
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype")
+    parser.add_argument(
+        "--dtype", default="float32", choices=DTYPES, help="weights dtype (auto: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--device-map", default=None, help="accelerate device map (e.g. auto) instead of --device"
+    )
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the model's own code from the Hub"
+    )
     if experiment:
         batch, length = None, None
         batch_help = f"texts per pass (default {BATCH_SIZE}; with --behavior {CorrectionSettings.batch_size})"

@@ -13,6 +13,7 @@ from hf_sparc.cli._common import (
     add_output_options,
     add_scaling_options,
     load_model,
+    loading_options,
     scaling_options,
 )
 
@@ -23,7 +24,7 @@ def _run(args: argparse.Namespace) -> None:
 
     if Path(args.output).exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it.")
-    model, tokenizer = load_model(args.model, args.device, args.dtype)
+    model, tokenizer = load_model(args.model, **loading_options(args))
     texts = load_texts(args.texts) if args.texts else None
     relevance = attribute(
         model,

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import argparse
 
-from hf_sparc.cli._common import Formatter, Output, add_model_options, add_output_options, load_model
+from hf_sparc.cli._common import (
+    Formatter,
+    Output,
+    add_model_options,
+    add_output_options,
+    load_model,
+    loading_options,
+)
 
 
 def _task(args: argparse.Namespace, tokenizer) -> tuple[list, list]:
@@ -71,7 +78,7 @@ def _run(args: argparse.Namespace) -> None:
     from hf_sparc.workflows.circuits import curve_figure, discover_circuit
 
     with Output(args.output, args.overwrite) as output:
-        model, tokenizer = load_model(args.model, args.device, args.dtype)
+        model, tokenizer = load_model(args.model, **loading_options(args))
         reference, evaluation = _task(args, tokenizer)
         result = discover_circuit(
             model,

@@ -17,6 +17,7 @@ from hf_sparc.cli._common import (
     add_model_options,
     add_output_options,
     load_model,
+    loading_options,
 )
 from hf_sparc.data.sources import load_texts, plain_texts
 from hf_sparc.reports.compression import compression_markdown
@@ -43,7 +44,7 @@ def _run(args: argparse.Namespace) -> None:
         else [args.method, *(m for m in COMPRESSION_METHODS if m != args.method)]
     )
     with Output(args.output, args.overwrite) as output:
-        model, tokenizer = load_model(args.model, args.device, args.dtype)
+        model, tokenizer = load_model(args.model, **loading_options(args))
         before, rows = compare_compression(
             model,
             tokenizer,

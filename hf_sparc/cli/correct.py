@@ -23,6 +23,7 @@ from hf_sparc.cli._common import (
     add_scaling_options,
     evaluation_perplexity,
     load_model,
+    loading_options,
     pruning_report,
     save_pruning_run,
     scaling_options,
@@ -83,7 +84,7 @@ def _run_behavior(args: argparse.Namespace) -> None:
 
     settings = experiment_settings(args)
     with Output(args.output, args.overwrite) as output:
-        model, tokenizer = load_model(args.model, args.device, args.dtype)
+        model, tokenizer = load_model(args.model, **loading_options(args))
         result = run_correction(model, tokenizer, settings)
         corrected = apply_masks(model, result.masks, adapter_name="sparc")
         save_adapter(corrected, output.work, overwrite=True, metrics=result.rows[settings.method])
@@ -105,7 +106,7 @@ def _run_references(args: argparse.Namespace) -> None:
     with Output(args.output, args.overwrite) as output:
         undesired = load_texts(args.undesired) if args.undesired else None
         general = load_texts(args.general) if args.general else None
-        model, tokenizer = load_model(args.model, args.device, args.dtype)
+        model, tokenizer = load_model(args.model, **loading_options(args))
         before = _perplexity(model, tokenizer, args)
         pruner = SparcPruner(_config(args)).fit(model, tokenizer, undesired=undesired, general=general)
         peft_model = pruner.prune(model)

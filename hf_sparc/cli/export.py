@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from hf_sparc.cli._common import Formatter, add_model_options, add_output_options, load_adapter
+from hf_sparc.cli._common import (
+    Formatter,
+    add_model_options,
+    add_output_options,
+    load_adapter,
+    loading_options,
+)
 from hf_sparc.tuner.export import export_ia3, export_merged
 
 
 def _run(args: argparse.Namespace) -> None:
-    peft_model, tokenizer, _ = load_adapter(args.adapter, args.model, args.device, args.dtype)
+    peft_model, tokenizer, _ = load_adapter(args.adapter, args.model, **loading_options(args))
     if args.format == "merged":
         export_merged(peft_model, args.output, overwrite=args.overwrite)
         tokenizer.save_pretrained(args.output)

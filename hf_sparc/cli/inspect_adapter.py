@@ -18,6 +18,7 @@ from hf_sparc.cli._common import (
     add_model_options,
     add_output_options,
     load_model,
+    loading_options,
 )
 
 
@@ -40,7 +41,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.top_k < 1 or args.n_texts < 1:
         raise ValueError("--top-k and --n-texts must be positive.")
     with Output(args.output, args.overwrite) as output:
-        model, tokenizer = load_model(base_name, args.device, args.dtype)
+        model, tokenizer = load_model(base_name, **loading_options(args))
         peft_model = PeftModel.from_pretrained(model, args.adapter).eval()
         masks = adapter_masks(peft_model)
         texts = []  # weight masks have no per-unit activations: no texts to read

@@ -11,6 +11,7 @@ from hf_sparc.cli._common import (
     add_model_options,
     add_output_options,
     load_model,
+    loading_options,
     pruning_report,
     save_pruning_run,
 )
@@ -23,7 +24,7 @@ def _run(args: argparse.Namespace) -> None:
         raise ValueError("Give --count or --fraction for the new selection.")
     with Output(args.output, args.overwrite) as output:
         pruner.select(count=args.count, fraction=args.fraction)
-        model, _ = load_model(args.model, args.device, args.dtype)
+        model, _ = load_model(args.model, **loading_options(args))
         peft_model = pruner.prune(model)
         report = pruning_report(pruner, args.model, None, None, {"from": args.pruner})
         save_pruning_run(output.work, pruner, peft_model, report)

@@ -11,6 +11,7 @@ from hf_sparc.cli._common import (
     add_model_options,
     add_output_options,
     load_model,
+    loading_options,
 )
 from hf_sparc.cli._experiment import add_experiment_options, experiment_settings
 
@@ -23,7 +24,7 @@ def _run(args: argparse.Namespace) -> None:
 
     settings = experiment_settings(args)
     with Output(args.output, args.overwrite) as output:
-        model, tokenizer = load_model(args.model, args.device, args.dtype)
+        model, tokenizer = load_model(args.model, **loading_options(args))
         result = run_sweep(model, tokenizer, settings, args.counts, budget=args.budget)
         notes = []
         if result.pick_masks is not None:
