@@ -200,3 +200,24 @@ def test_pruning_run_report_round_trips_and_renders_the_change(tmp_path):
     markdown = (tmp_path / "report.md").read_text()
     assert "| perplexity | 10 | 11 | +10.0% |" in markdown
     assert all(f"| `{name}` | {n} |" in markdown for name, n in report["per_module"].items())
+
+
+def test_sparc_config_parses_with_hf_argument_parser():
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(SparcConfig)
+    argv = [
+        "--count",
+        "5",
+        "--target_modules",
+        r".*\.up_proj",
+        "--protect_general",
+        "0.5",
+        "--absolute",
+        "true",
+    ]
+    (config,) = parser.parse_args_into_dataclasses(argv)
+    assert (config.count, config.protect_general, config.target_modules) == (5, 0.5, r".*\.up_proj")
+    assert config.absolute is True and parser.parse_dict({"method": "gradient"})[0].method == "gradient"
+    # a regex string, as PEFT's target_modules: the same semantics as in Python
+    assert SparcConfig(target_modules=r".*\.up_proj").target_modules == config.target_modules

@@ -54,7 +54,7 @@ class SparcConfig:
     scope: str = "global"
     keep: str = "highest"
     protect_general: float = 0.0
-    target_modules: str | list[str] | None = None
+    target_modules: list[str] | str | None = None
     objective: str = "next_token"
     absolute: bool = False
     max_length: int = 128
