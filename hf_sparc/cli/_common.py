@@ -48,9 +48,10 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 BATCH_SIZE, MAX_LENGTH = 8, 128
 """Defaults of ``--batch-size``/``--max-length`` outside the built-in behaviour experiment."""
 SPEC_HELP = (
-    "SPEC: a .txt/.jsonl/.csv file, a built-in (toxic-prompts, general, repetition-prompts, "
-    "optionally :reference/:dev/:test/:all; choices are made on dev, test is for final reports) "
-    "or a datasets spec name[:config][:split][:column]"
+    "SPEC: a .txt/.jsonl/.csv/.json/.parquet file, a built-in (toxic-prompts, general, "
+    "repetition-prompts, optionally :reference/:dev/:test/:all; choices are made on dev, test is for "
+    "final reports) or a datasets spec name[:config][:split][:column]; splits slice as in datasets "
+    "(general:dev[:200])"
 )
 
 

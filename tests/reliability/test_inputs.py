@@ -113,3 +113,37 @@ def test_train_mode_with_dropout_attributes_as_in_eval_and_is_restored(tokenizer
         assert all(torch.equal(rel[n], expected[n]) for n in rel)
     assert all(m.training for m in model.modules()), "train mode must be restored"
     assert grads == {n: p.requires_grad for n, p in model.named_parameters()}
+
+
+def test_json_and_parquet_files_and_sliced_splits(tmp_path: Path, monkeypatch) -> None:
+    rows = [{"text": f"text {i}", "n": i} for i in range(5)]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "d.parquet"))
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    for name in ("d.parquet", "d.json"):
+        assert load_texts(str(tmp_path / name)) == rows
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(ValueError, match="empty.json"):
+        load_texts(str(tmp_path / "empty.json"))
+
+    # built-in splits slice like datasets splits
+    import hf_sparc.data.sources as sources
+
+    monkeypatch.setattr(sources, "builtin_datasets", lambda: ["general"])
+    monkeypatch.setattr(
+        sources, "builtin_dataset", lambda name, split, seed: [f"{split}{i}" for i in range(10)]
+    )
+    assert load_texts("general:dev[:3]") == ["dev0", "dev1", "dev2"]
+    assert load_texts("general:test[7:]") == ["test7", "test8", "test9"]
+    with pytest.raises(ValueError, match="Bad split slice"):
+        load_texts("general:dev[3]")
+
+    # a datasets spec keeps its slice (a colon inside brackets is no separator)
+    seen = {}
+    table = datasets.Dataset.from_list(rows)
+    monkeypatch.setattr(
+        datasets, "load_dataset", lambda name, config, split: seen.update(split=split) or table
+    )
+    assert (
+        load_texts("some/set::test[:200]:text") == [row["text"] for row in rows]
+        and seen["split"] == "test[:200]"
+    )
