@@ -68,6 +68,21 @@ def is_projection(module: nn.Module) -> bool:
     return isinstance(base_layer(module), (nn.Linear, Conv1D))
 
 
+# Quantized linear layers (bitsandbytes, GPTQ, AWQ, HQQ) by class name: their weights are packed
+# codes, which no mask may write to and no weight-based score may read.
+_QUANTIZED_LAYERS = ("Linear4bit", "Linear8bitLt", "QuantLinear", "WQLinear", "HQQLinear", "QLinear")
+QUANTIZED_HINT = "dequantize the model (or load it in full precision) first"
+
+
+def is_quantized(module: nn.Module) -> bool:
+    """Whether the layer holding ``module``'s weight stores quantized codes instead of real weights."""
+    layer = base_layer(module)
+    weight = getattr(layer, "weight", None)
+    if type(layer).__name__ in _QUANTIZED_LAYERS or hasattr(weight, "quant_state"):
+        return True
+    return isinstance(weight, torch.Tensor) and not weight.dtype.is_floating_point
+
+
 def is_transposed(module: nn.Module) -> bool:
     """Whether the weight is stored ``[in, out]`` (GPT-2's ``Conv1D``) instead of ``[out, in]``."""
     return isinstance(base_layer(module), Conv1D)

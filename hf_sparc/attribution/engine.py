@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 
 from hf_sparc.architectures import get_architecture, unwrap_model
+from hf_sparc.architectures.geometry import QUANTIZED_HINT, is_quantized
 from hf_sparc.attribution.checkpoint import AccumulatorState, CheckpointStore, run_fingerprint
 from hf_sparc.attribution.collector import Collector, data_free_scores
 from hf_sparc.attribution.distributed import Shard, current_shard
@@ -21,6 +22,8 @@ from hf_sparc.data.batching import Sample, TextsLike, tokenize
 from hf_sparc.relevance import Relevance
 
 Level = Literal["weight", "neuron", "head", "token"]
+# methods whose scores read weight values (Wanda: |W|·‖X‖, magnitude: |W|)
+_READS_WEIGHTS = ("magnitude", "wanda")
 
 
 def attribute(
@@ -120,6 +123,13 @@ def _plan(model, method: str, level: str, objective: str, target_modules, settin
     base = unwrap_model(model)
     spec = get_architecture(base)
     check_loaded(base)
+    targets = resolve_targets(base, spec, level, target_modules)
+    quantized = [name for name, module in targets.items() if level != "head" and is_quantized(module)]
+    if quantized and (level == "weight" or method in _READS_WEIGHTS):
+        raise ValueError(
+            f"{quantized[0]} is quantized: {method} at {level} level reads its weights, which are packed "
+            f"codes; {QUANTIZED_HINT} (neuron-level LRP, gradient and activation work on quantized models)."
+        )
     return AttributionRun(
         model=model,
         base=base,
@@ -127,7 +137,7 @@ def _plan(model, method: str, level: str, objective: str, target_modules, settin
         method=attribution,
         level=level,
         objective=explained,
-        targets=resolve_targets(base, spec, level, target_modules),
+        targets=targets,
         device=execution_device(base.get_input_embeddings()),
         settings=settings,
     )

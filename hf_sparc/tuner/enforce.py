@@ -48,6 +48,10 @@ class ZeroingPlan:
         for name, index in masks.items():
             site, _ = geometry.unit_site(spec, masks.level, name)
             wrapper = base.get_submodule(site)
+            if geometry.is_quantized(wrapper):
+                raise ValueError(
+                    f"{site} is quantized: its weights cannot be zeroed; {geometry.QUANTIZED_HINT}."
+                )
             weight = geometry.base_layer(wrapper).weight
             if masks.level == "weight":
                 if _lora_weights(wrapper, "lora_B"):

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
@@ -21,6 +20,7 @@ from torch import nn
 from hf_sparc.architectures import geometry
 from hf_sparc.masks import check_indices, check_scales
 from hf_sparc.tuner.config import indices_digest
+from hf_sparc.tuner.weight_masks import matmul, pruned_entries_csr
 
 # Buffers start out as this value until real indices arrive, so an adapter whose indices never
 # got loaded (a file missing a key) is detected instead of pruning unit 0.
@@ -61,7 +61,12 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         super().__init__()
         # the weight must sit in base_layer itself: forward and merge write to base_layer.weight
         if geometry.base_layer(base_layer) is not base_layer or not geometry.is_projection(base_layer):
-            raise TypeError(f"SPARC adapters wrap nn.Linear or Conv1D, not {type(base_layer).__name__}.")
+            hint = f"; {geometry.QUANTIZED_HINT}" if geometry.is_quantized(base_layer) else ""
+            raise TypeError(
+                f"SPARC adapters wrap nn.Linear or Conv1D, not {type(base_layer).__name__}{hint}."
+            )
+        # quantized weights are packed codes: only masks of outputs (neurons) or inputs (heads) are exact
+        self.quantized = geometry.is_quantized(base_layer)
         self.base_layer = base_layer
         self.module_name = module_name
         # decided once: forward and the sparse correction branch on it for every call
@@ -99,6 +104,11 @@ class SparcLayer(nn.Module, BaseTunerLayer):
     ) -> None:
         """Add an adapter slot of ``count`` indices (and, ``soft``, scales) filled later by
         ``load_state_dict``, and then checked against ``digest`` when one is given."""
+        if level == "weight" and self.quantized:
+            raise ValueError(
+                f"{self.module_name} is quantized: weight-level masks would edit packed codes; "
+                f"{geometry.QUANTIZED_HINT} (neuron and head masks work on quantized models)."
+            )
         device = self.base_layer.weight.device
         self.pruning_indices[adapter_name] = torch.full(
             (count,), _NOT_LOADED, dtype=torch.int64, device=device
@@ -239,7 +249,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
             # Dense mask: one masked copy of the weight costs less than per-token corrections,
             # and gives exactly the merged result.
             masked = weight.flatten().index_fill(0, ids, 0).view_as(weight)
-            return _matmul(x, masked, bias, self.transposed)
+            return matmul(x, masked, bias, self.transposed)
         # Sparse mask: subtract x @ P.T, P holding only the pruned entries (sparse CSR; float32,
         # the dtype every backend's sparse matmul supports). Equal to merged up to rounding.
         result = self.base_layer(x)
@@ -263,23 +273,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         weight = self.base_layer.weight
         key = (self._union_cache[0], weight.data_ptr(), weight._version, tuple(self.merged_adapters))
         if self._csr_cache is None or self._csr_cache[0] != key:
-            width = weight.shape[1]
-            rows, cols = ids // width, ids % width
-            out_idx, in_idx = (cols, rows) if self.transposed else (rows, cols)
-            # CSR wants entries ordered by output row (Conv1D ids are ordered by input row)
-            order = torch.argsort(out_idx * self.in_features + in_idx)
-            crow = torch.zeros(self.out_features + 1, dtype=torch.int64, device=ids.device)
-            crow[1:] = torch.bincount(out_idx, minlength=self.out_features).cumsum(0)
-            values = weight.detach().flatten()[ids].float()
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                matrix = torch.sparse_csr_tensor(
-                    crow,
-                    in_idx[order],
-                    values[order],
-                    size=(self.out_features, self.in_features),
-                    check_invariants=True,  # built once per change, so the check is cheap
-                )
+            matrix = pruned_entries_csr(weight.detach(), ids, self.transposed)
             self._csr_cache = (key, matrix)
         return self._csr_cache[1]
 
@@ -290,6 +284,11 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         The original values are kept so that :meth:`unmerge` restores them bit for bit.
         ``safe_merge`` is accepted for PEFT compatibility; zeroing cannot create NaNs.
         """
+        if self.quantized:
+            raise ValueError(
+                f"{self.module_name} is quantized: merging masks would write packed codes; keep the adapter "
+                f"unmerged (its masks are exact), or {geometry.QUANTIZED_HINT}."
+            )
         adapter_names = check_adapters_to_merge(self, adapter_names)
         bias = self.base_layer.bias
         for name in adapter_names:
@@ -325,16 +324,6 @@ class SparcLayer(nn.Module, BaseTunerLayer):
 
     def __repr__(self) -> str:
         return "sparc." + super().__repr__()
-
-
-def _matmul(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool
-) -> torch.Tensor:
-    if not transposed:
-        return F.linear(x, weight, bias)
-    # Conv1D stores [in, out] and computes addmm; use the same op so results match bit for bit
-    out = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight)
-    return out.view(*x.shape[:-1], weight.shape[1])
 
 
 def _check_loaded(module: SparcLayer, incompatible_keys: Any) -> None:

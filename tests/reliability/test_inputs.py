@@ -122,7 +122,7 @@ def test_json_and_parquet_files_and_sliced_splits(tmp_path: Path, monkeypatch) -
     for name in ("d.parquet", "d.json"):
         assert load_texts(str(tmp_path / name)) == rows
     (tmp_path / "empty.json").write_text("[]")
-    with pytest.raises(ValueError, match="empty.json"):
+    with pytest.raises(ValueError, match=r"empty\.json"):
         load_texts(str(tmp_path / "empty.json"))
 
     # built-in splits slice like datasets splits
