@@ -221,3 +221,42 @@ def test_sparc_config_parses_with_hf_argument_parser():
     assert config.absolute is True and parser.parse_dict({"method": "gradient"})[0].method == "gradient"
     # a regex string, as PEFT's target_modules: the same semantics as in Python
     assert SparcConfig(target_modules=r".*\.up_proj").target_modules == config.target_modules
+
+
+def test_resumed_trainer_keeps_the_checkpointed_cut_without_attributing_again(
+    tmp_path, tokenizer, monkeypatch
+):
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    dataset = Dataset.from_dict({"text": TEXTS}).map(
+        lambda row: tokenizer(row["text"]), remove_columns=["text"]
+    )
+
+    def trainer(model, pruner, steps):
+        args = TrainingArguments(
+            output_dir=str(tmp_path / "run"), max_steps=steps, per_device_train_batch_size=4, save_steps=1,
+            report_to=[], use_cpu=True, disable_tqdm=True, learning_rate=5e-2,
+            restore_callback_states_from_checkpoint=True,
+        )  # fmt: skip
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        return Trainer(
+            model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[pruner]
+        )
+
+    first = SparcPruner(SparcConfig(count=4), tokenizer=tokenizer, undesired=UNDESIRED, general=GENERAL)
+    trainer(make_model("llama"), first, steps=1).train()
+    stored = json.loads((tmp_path / "run" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert stored["stateful_callbacks"]["SparcPruner"]["args"]["config"]["count"] == 4
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("a resumed run must not attribute again")
+
+    monkeypatch.setattr(SparcPruner, "fit", no_refit)
+    fresh = SparcPruner(SparcConfig(count=4), tokenizer=tokenizer, undesired=UNDESIRED, general=GENERAL)
+    resumed = trainer(make_model("llama"), fresh, steps=2)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-1"))
+    (restored,) = [c for c in resumed.callback_handler.callbacks if isinstance(c, SparcPruner)]
+    assert restored.masks_state == first.masks_state and restored.masks.total() == 4
+    model = resumed.model
+    assert all(torch.all(model.get_submodule(n).weight[idx] == 0) for n, idx in restored.masks.items())

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from hf_sparc._files import write_group
 from hf_sparc.attribution import attribute
@@ -32,7 +35,7 @@ MASKS_NAME = "masks.safetensors"
 RELEVANCE_NAMES = {"undesired": "relevance_undesired.safetensors", "general": "relevance_general.safetensors"}
 
 
-class SparcPruner(TrainerCallback):
+class SparcPruner(TrainerCallback, ExportableState):
     """Fit relevance, select what to cut, and prune — also as a ``Trainer`` callback.
 
     Example::
@@ -50,18 +53,22 @@ class SparcPruner(TrainerCallback):
     As a ``TrainerCallback``: at ``on_train_begin`` it fits and selects if it has no masks yet
     (given reference data and a tokenizer at construction), zeroes the pruned weights in place,
     and re-zeroes them after every optimizer step, so fine-tuning (full or LoRA) cannot revive
-    cut units.
+    cut units. It is an ``ExportableState``: a ``Trainer`` checkpoint stores its config and masks
+    (in ``trainer_state.json``), so a run resumed with ``resume_from_checkpoint`` (and
+    ``TrainingArguments(restore_callback_states_from_checkpoint=True)``, transformers' switch for
+    every stateful callback) keeps the same cut instead of attributing the fine-tuned model again.
     """
 
     def __init__(
         self,
-        config: SparcConfig | None = None,
+        config: SparcConfig | dict[str, Any] | None = None,
         *,
         tokenizer=None,
         undesired: TextsLike | None = None,
         general: TextsLike | None = None,
     ) -> None:
-        self.config = config or SparcConfig()
+        # a dict: the config as stored in a Trainer checkpoint (see state())
+        self.config = SparcConfig.from_dict(config) if isinstance(config, dict) else config or SparcConfig()
         self.tokenizer = tokenizer
         self.reference = {"undesired": undesired, "general": general}
         self.relevance: dict[str, Relevance] = {}
@@ -201,6 +208,36 @@ class SparcPruner(TrainerCallback):
             return upload_folder(
                 repo_id, folder, token=token, private=private, commit_message="Upload SparcPruner"
             )
+
+    # -- ExportableState (Trainer checkpoints) -------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What a ``Trainer`` checkpoint keeps of this pruner: its config and its masks (JSON)."""
+        return {"args": {"config": self.config.to_dict()}, "attributes": {"masks_state": self.masks_state}}
+
+    @property
+    def masks_state(self) -> dict[str, Any] | None:
+        """The masks as JSON-ready values (``None`` before fit); set it to restore them."""
+        if self.masks is None:
+            return None
+        m = self.masks
+        fields = {"level": m.level, "method": m.method, "rule": m.rule, "model_name": m.model_name}
+        return {
+            **fields,
+            "n_samples": m.n_samples,
+            "shapes": {name: list(shape) for name, shape in m.shapes.items()},
+            "indices": {name: idx.tolist() for name, idx in m.items()},
+            "scales": {name: scale.tolist() for name, scale in m.scales.items()},
+        }
+
+    @masks_state.setter
+    def masks_state(self, values: dict[str, Any] | None) -> None:
+        if values is None:
+            self.masks = None
+            return
+        values = dict(values)
+        indices = {name: torch.tensor(idx, dtype=torch.int64) for name, idx in values.pop("indices").items()}
+        scales = {name: torch.tensor(s, dtype=torch.float32) for name, s in values.pop("scales", {}).items()}
+        self.masks = Masks(indices=indices, scales=scales, **values)
 
     # -- TrainerCallback -----------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
