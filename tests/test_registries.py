@@ -145,3 +145,30 @@ def test_insight_reads_units_where_the_collector_does(tokenizer, monkeypatch, le
     if level == "neuron":  # same site, same tokens: the mean |activation| agrees with the collector's
         for unit in units:
             assert unit.mean_activation == pytest.approx(float(rel[unit.module][unit.unit]), rel=1e-5)
+
+
+def test_sparc_registers_through_peft_public_api_when_peft_knows_the_type(monkeypatch):
+    import enum
+
+    from peft.mapping import (
+        PEFT_TYPE_TO_CONFIG_MAPPING,
+        PEFT_TYPE_TO_PREFIX_MAPPING,
+        PEFT_TYPE_TO_TUNER_MAPPING,
+    )
+
+    import hf_sparc.tuner as tuner
+
+    calls = []
+    for table in (PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING):
+        monkeypatch.delitem(table, "SPARC")
+    monkeypatch.setattr(tuner, "PeftType", enum.Enum("PeftType", {"LORA": "LORA", "SPARC": "SPARC"}))
+    monkeypatch.setattr(tuner, "register_peft_method", lambda **kwargs: calls.append(kwargs))
+    tuner._register()
+    assert calls == [
+        dict(name="sparc", config_cls=tuner.SparcAdapterConfig, model_cls=tuner.SparcModel, prefix="pruning_")
+    ]
+
+    # a PEFT whose PeftType is closed (0.21): the same tables, filled directly
+    monkeypatch.setattr(tuner, "PeftType", enum.Enum("PeftType", {"LORA": "LORA"}))
+    tuner._register()
+    assert PEFT_TYPE_TO_TUNER_MAPPING["SPARC"] is tuner.SparcModel and len(calls) == 1

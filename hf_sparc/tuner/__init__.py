@@ -6,6 +6,7 @@ Importing this package registers the method with PEFT, which is what lets
 """
 
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+from peft.utils.peft_types import PeftType, register_peft_method
 
 from hf_sparc.tuner.config import SparcAdapterConfig, SparcPeftType
 from hf_sparc.tuner.layer import SparcLayer
@@ -13,8 +14,21 @@ from hf_sparc.tuner.model import SparcModel
 
 __all__ = ["SparcAdapterConfig", "SparcLayer", "SparcModel", "SparcPeftType"]
 
-# peft.register_peft_method only accepts members of PEFT's closed PeftType enum, so fill the same
-# tables it would fill. setdefault keeps a re-import (e.g. importlib.reload) harmless.
-PEFT_TYPE_TO_CONFIG_MAPPING.setdefault(SparcPeftType.SPARC, SparcAdapterConfig)
-PEFT_TYPE_TO_TUNER_MAPPING.setdefault(SparcPeftType.SPARC, SparcModel)
-PEFT_TYPE_TO_PREFIX_MAPPING.setdefault(SparcPeftType.SPARC, SparcModel.prefix)
+
+def _register() -> None:
+    """Register SPARC with PEFT through its public ``register_peft_method`` when PEFT knows the
+    type; PEFT <= 0.21's ``PeftType`` enum is closed (it refuses any other name), so otherwise fill
+    the same three tables it would fill. A second import (e.g. importlib.reload) changes nothing."""
+    if PEFT_TYPE_TO_TUNER_MAPPING.get(SparcPeftType.SPARC) is not None:
+        return
+    if "SPARC" in PeftType.__members__:
+        register_peft_method(
+            name="sparc", config_cls=SparcAdapterConfig, model_cls=SparcModel, prefix=SparcModel.prefix
+        )
+        return
+    PEFT_TYPE_TO_CONFIG_MAPPING[SparcPeftType.SPARC] = SparcAdapterConfig
+    PEFT_TYPE_TO_TUNER_MAPPING[SparcPeftType.SPARC] = SparcModel
+    PEFT_TYPE_TO_PREFIX_MAPPING[SparcPeftType.SPARC] = SparcModel.prefix
+
+
+_register()
