@@ -92,7 +92,7 @@ def test_user_mistakes_exit_2_with_one_line_and_leave_no_output(workspace, tmp_p
     cases = [
         (["correct", *common, "--undesired", str(tmp_path / "missing.txt")], "No such file"),
         (
-            ["correct", *common, "--undesired", str(workspace / "model" / "config.json")],
+            ["correct", *common, "--undesired", str(workspace / "model" / "model.safetensors")],
             "Unsupported file type",
         ),
         (
@@ -168,3 +168,24 @@ def test_scaling_options_reach_attribution_and_keep_the_result(workspace, tmp_pa
     code = main(["correct", "--behavior", "toxicity", "--model", str(workspace / "model"), "--checkpoint-dir",
                  str(state), "--output", str(out)])  # fmt: skip
     assert code == 2 and not out.exists()
+
+
+def test_config_file_gives_the_options_and_the_command_line_wins(tmp_path, monkeypatch, capsys):
+    import hf_sparc.cli.correct as correct
+
+    seen = []
+    monkeypatch.setattr(correct, "_run", lambda args: seen.append(args))
+    (tmp_path / "run.yaml").write_text(
+        "model: my-model\ncount: 7\ntarget-modules: [up_proj]\nabsolute: true\noutput: o\n"
+    )
+    (tmp_path / "run.json").write_text('{"model": "json-model", "level": "head", "output": "o"}')
+    assert main(["--config", str(tmp_path / "run.yaml"), "correct", "--count", "9"]) == 0
+    args = seen[-1]
+    assert (args.model, args.count, args.target_modules, args.absolute) == ("my-model", 9, ["up_proj"], True)
+    assert main([f"--config={tmp_path / 'run.json'}", "correct"]) == 0
+    assert (seen[-1].model, seen[-1].level) == ("json-model", "head")
+
+    (tmp_path / "bad.yaml").write_text("modle: typo\n")
+    assert main(["--config", str(tmp_path / "bad.yaml"), "correct"]) == 2
+    assert "'modle' is not an option of hf-sparc correct" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "missing.yaml"), "correct"]) == 2

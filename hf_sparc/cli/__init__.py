@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from hf_sparc.cli import (
     attribute,
@@ -52,15 +53,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-sparc", description=__doc__, formatter_class=Formatter)
     parser.add_argument("--version", action="version", version=f"hf-sparc {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a YAML or JSON file of the command's options (names as on the command line, dashes or "
+        "underscores); options given on the command line win",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(commands)
     return parser
 
 
+def _config_file(argv: list[str]) -> str | None:
+    """The FILE of ``--config FILE`` / ``--config=FILE`` before the command name, if any."""
+    for index, token in enumerate(argv):
+        if token == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+        if token.startswith("--config="):
+            return token.split("=", 1)[1]
+        if not token.startswith("-"):
+            return None  # the command name: later tokens belong to the command
+    return None
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: list[str], path: str) -> None:
+    """Make the options in ``path`` the defaults of the command named in ``argv``."""
+    import json
+
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of option names to values.")
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    name = next((token for token in argv if token in commands.choices), None)
+    if name is None:
+        raise ValueError("--config needs a command (e.g. hf-sparc --config run.yaml correct).")
+    command = commands.choices[name]
+    actions = {a.dest: a for a in command._actions if a.dest != "help"}
+    defaults = {}
+    for key, value in values.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        if dest not in actions:
+            raise ValueError(f"{path}: {key!r} is not an option of hf-sparc {name}.")
+        defaults[dest] = value
+        actions[dest].required = False  # given by the file; the command line may still override it
+    command.set_defaults(**defaults)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (2 for user mistakes, with a one-line message)."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    config = _config_file(argv)
+    if config is not None:
+        try:
+            _apply_config(parser, argv, config)
+        except (ValueError, OSError, ImportError) as error:
+            print(f"hf-sparc: error: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 2
+    args = parser.parse_args(argv)
     try:
         args.run(args)
     except _USER_ERRORS as error:
