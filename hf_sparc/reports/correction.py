@@ -47,16 +47,16 @@ def _value(row: Mapping[str, float], key: str, digits: int) -> str:
 
 
 def behavior_table(data: Mapping[str, Any], metrics: Sequence[str]) -> str:
-    """One row per selection: each of ``metrics`` with its relative change from base (95% CI),
-    the paired test against base and against the main method."""
+    """One row per selection: the units it cuts or dampens, each of ``metrics`` with its relative
+    change from base (95% CI), the paired test against base and against the main method."""
     rows, outcomes, main = data["rows"], data["outcomes"], data["settings"]["method"]
-    header = ["selection", "candidates"]
+    header = ["selection", "candidates", "units"]
     for metric in metrics:
         header += [_LABELS.get(metric, metric), "Δ vs base [95% CI]", "p vs base", f"p vs {main}"]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (4 * len(metrics))]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|" + "---:|" * (4 * len(metrics))]
     for name, row in rows.items():
         # a rule such as "protect 0.5 of |R_general|" must not split the markdown cell
-        cells = [name, data.get("rules", {}).get(name, "").replace("|", "\\|")]
+        cells = [name, data.get("rules", {}).get(name, "").replace("|", "\\|"), f"{row.get('pruned', 0):.0f}"]
         for metric in metrics:
             mine = item_means(outcomes[name], metric)
             base = item_means(outcomes["base"], metric)
