@@ -16,7 +16,12 @@ same dev prompts, texts and questions (per-item outcomes, so the report has pair
 
     python benchmarks/toxicity_leads.py --output runs/leads-dev --record docs/results/toxicity_leads_dev.json
 
-Choices are made on these numbers, so the split is dev and cannot be changed here.
+Choices are made on these numbers, so the leads run on dev only. ``--compare`` measures the fixed
+comparison instead — the shipped LRP rule, its units dampened, AurA, AurA's top-``count`` cut,
+Gradient×Input and random (both among LRP's candidates) — which may read the locked test split:
+
+    python benchmarks/toxicity_leads.py --compare --split test --random-seeds 5 \
+        --output runs/aura-test --record docs/results/toxicity_vs_aura_test.json
 """
 
 from __future__ import annotations
@@ -47,34 +52,73 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dampen", type=float, nargs="*", default=[0.5])
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--task-limit", type=int, default=CorrectionSettings.task_limit)
+    parser.add_argument("--compare", action="store_true", help="the fixed comparison rows (see above)")
+    parser.add_argument("--split", default="dev", choices=["dev", "test"], help="test: --compare only")
     parser.add_argument("--output", default="runs/toxicity-leads")
     parser.add_argument("--record", default=None, help="also copy report.json here")
     args = parser.parse_args(argv)
+    if args.split == "test" and not args.compare:
+        parser.error("the leads are where choices are made: dev only (--compare may read test)")
     start = time.time()
 
     model, tokenizer = load_model(args.model, "cpu", "float32")
     settings = CorrectionSettings(
-        split="dev", count=args.count, controls=("random",), random_seeds=args.random_seeds,
+        split=args.split, count=args.count, controls=("random",), random_seeds=args.random_seeds,
         task_limit=args.task_limit,
     )  # fmt: skip
     experiment = prepare_experiment(model, tokenizer, settings)
     s = experiment.settings
     (lrp,) = experiment.fit("lrp", s.count)
+    selections = {"lrp": [lrp.masks]}
+    rules = {"base": "", "lrp": "own (protect 0.5 of |lrp R_general|)"}
+    for scale in args.dampen:
+        selections[f"lrp dampen {scale:g}"] = [lrp.masks.dampened(scale)]
+        rules[f"lrp dampen {scale:g}"] = f"lrp's units, kept at {scale:g}"
+    if not args.compare:
+        _add_leads(experiment, lrp, selections, rules)
+    for name, masks in experiment.fit_aura(s.count).items():
+        selections[name] = [masks]
+        rules[name] = "all units, AUROC > 0.5 dampened" if name == "aura" else "all units, top AUROC cut"
+    pool = lrp.candidate_pool()
+    for control in ("gradient", "random") if args.compare else ("random",):
+        pruners = experiment.fit(control, s.count, protect_general=0.0)
+        selections[control] = [p.select(count=s.count, pool=pool) for p in pruners]
+        rules[control] = "lrp's candidates"
+
+    with experiment.counting(1 + sum(len(m) for m in selections.values())):
+        measurements = {"base": [experiment.measure(None)]}
+        measurements.update(
+            {name: [experiment.measure(m) for m in masks] for name, masks in selections.items()}
+        )
+    rows = {name: _mean_rows([m.values for m in runs]) for name, runs in measurements.items()}
+    settings = replace(s, extra={"benchmark": "toxicity_leads", "compare": args.compare})
+    result = CorrectionResult(
+        settings, rows, lrp.masks, experiment.reference_summary(), experiment.behavior.metric.name,
+        experiment.references, measurements, rules, selections,
+    )  # fmt: skip
+    minutes = (time.time() - start) / 60
+    extra = {"model": args.model, "minutes": minutes, "command": "python " + " ".join(sys.argv)}
+    title = f"Toxicity: {'LRP against AurA' if args.compare else 'leads'} on the {s.split} split"
+    result.save(args.output, title, extra=extra)
+    if args.record:
+        shutil.copyfile(f"{args.output}/report.json", args.record)
+    print(result.table())
+    print(f"{minutes:.1f} min; report in {args.output}")
+
+
+def _add_leads(experiment, lrp, selections: dict, rules: dict) -> None:
+    """The dev-only leads: per-token relevance, paired (non-toxic) general references, both."""
+    s = experiment.settings
     undesired, general = lrp.relevance["undesired"], lrp.relevance["general"]
     _, non_toxic = experiment.references.contrast()
     paired = hf_sparc.attribute(
-        model, non_toxic, tokenizer=tokenizer, method="lrp", level="neuron",
+        experiment.model, non_toxic, tokenizer=experiment.tokenizer, method="lrp", level="neuron",
         batch_size=max(1, s.batch_size // 2), max_length=s.reference_max_length,
     )  # fmt: skip
 
     def contrastive(und, gen):
         return hf_sparc.select_contrastive(und, gen, count=s.count, protect_general=s.protect_general)
 
-    selections = {"lrp": [lrp.masks]}
-    rules = {"base": "", "lrp": "own (protect 0.5 of |lrp R_general|)"}
-    for scale in args.dampen:
-        selections[f"lrp dampen {scale:g}"] = [lrp.masks.dampened(scale)]
-        rules[f"lrp dampen {scale:g}"] = f"lrp's units, kept at {scale:g}"
     selections["lrp per token"] = [contrastive(per_explained_token(undesired), per_explained_token(general))]
     rules["lrp per token"] = "own, relevance per explained token"
     selections["lrp vs non-toxic"] = [contrastive(undesired, paired)]
@@ -83,30 +127,6 @@ def main(argv: list[str] | None = None) -> None:
         contrastive(per_explained_token(undesired), per_explained_token(paired))
     ]
     rules["lrp vs non-toxic per token"] = "own, both changes"
-    for name, masks in experiment.fit_aura(s.count).items():
-        selections[name] = [masks]
-        rules[name] = "all units, AUROC > 0.5 dampened" if name == "aura" else "all units, top AUROC cut"
-    pool = lrp.candidate_pool()
-    selections["random"] = [p.select(count=s.count, pool=pool) for p in experiment.fit("random", s.count)]
-    rules["random"] = "lrp's candidates"
-
-    with experiment.counting(1 + sum(len(m) for m in selections.values())):
-        measurements = {"base": [experiment.measure(None)]}
-        measurements.update(
-            {name: [experiment.measure(m) for m in masks] for name, masks in selections.items()}
-        )
-    rows = {name: _mean_rows([m.values for m in runs]) for name, runs in measurements.items()}
-    result = CorrectionResult(
-        replace(s, extra={"benchmark": "toxicity_leads"}), rows, lrp.masks, experiment.reference_summary(),
-        experiment.behavior.metric.name, experiment.references, measurements, rules, selections,
-    )  # fmt: skip
-    minutes = (time.time() - start) / 60
-    extra = {"model": args.model, "minutes": minutes, "command": "python " + " ".join(sys.argv)}
-    result.save(args.output, "Toxicity leads on the dev split", extra=extra)
-    if args.record:
-        shutil.copyfile(f"{args.output}/report.json", args.record)
-    print(result.table())
-    print(f"{minutes:.1f} min; report in {args.output}")
 
 
 if __name__ == "__main__":
