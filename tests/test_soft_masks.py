@@ -171,3 +171,19 @@ def test_soft_masks_are_refused_for_training_enforcement():
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="soft"):
         ZeroingPlan.build(model, masks_for(model, "neuron").dampened(0.5))
+
+
+def test_ia3_copy_beside_the_adapter_loads_without_hf_sparc_types(tmp_path):
+    model = tiny_model("llama")
+    peft_model = hf_sparc.apply_masks(model, soft_masks(model, "neuron"))
+    expected = logits(peft_model)
+    hf_sparc.save_adapter(peft_model, tmp_path, ia3_copy=True)
+    assert json.loads((tmp_path / "ia3" / "adapter_config.json").read_text())["peft_type"] == "IA3"
+    copy = PeftModel.from_pretrained(tiny_model("llama"), tmp_path, subfolder="ia3")
+    assert_same_logits(logits(copy), expected)
+    card = (tmp_path / "README.md").read_text()
+    assert 'subfolder="ia3"' in card and "KeyError: 'SPARC'" in card and "dampens" in card
+    weight_model = tiny_model("llama")
+    weight_adapter = hf_sparc.apply_masks(weight_model, masks_for(weight_model, "weight"))
+    with pytest.raises(ValueError, match="weight-level"):
+        hf_sparc.save_adapter(weight_adapter, tmp_path / "w", ia3_copy=True)

@@ -23,6 +23,7 @@ def model_card(
     repo_id: str | None = None,
     metrics: dict[str, float] | None = None,
     reference_data: str | None = None,
+    ia3_copy: bool = False,
 ) -> ModelCard:
     """Model card (``README.md``) for one SPARC adapter.
 
@@ -37,6 +38,7 @@ def model_card(
         metrics: Evaluation results to report, e.g. ``{"toxicity": 0.12, "perplexity": 21.3}``.
         reference_data: Description of the reference texts; default: the attribution settings'
             ``reference_data``/``dataset`` entry when there is one.
+        ia3_copy: The adapter folder also holds a plain-PEFT (IA)³ copy in ``ia3/``.
     """
     name = adapter_name or peft_model.active_adapters[0]
     config = peft_model.peft_config[name]
@@ -58,10 +60,16 @@ def model_card(
     lines = [
         f"# SPARC pruning adapter{f' for {base_model}' if base_model else ''}",
         "",
-        f"This adapter prunes **{summary.pruned} {level}** ({100 * summary.fraction:.3g}% of those in "
-        f"the {len(summary.rows)} masked modules) of "
-        f"`{base_model or 'the base model'}` ({config.model_type}). It stores only the indices of the pruned "
-        "units; the base model's weights are zeroed there when the adapter is applied or merged.",
+        f"This adapter {'dampens' if config.soft else 'prunes'} **{summary.pruned} {level}** "
+        f"({100 * summary.fraction:.3g}% of those in the {len(summary.rows)} masked modules) of "
+        f"`{base_model or 'the base model'}` ({config.model_type}). It stores only the indices of those "
+        + (
+            "units and the scale each keeps; their outputs are multiplied by it when the adapter is "
+            "applied or "
+            "merged."
+            if config.soft
+            else "units; the base model's weights are zeroed there when the adapter is applied or merged."
+        ),
         "",
         "## How the pruned units were chosen",
         "",
@@ -89,8 +97,15 @@ def model_card(
         f'model = AutoModelForCausalLM.from_pretrained("{load_id}")',
         "```",
         "",
-        "Without hf_sparc, merge first (`hf_sparc.export_merged`) or, for neuron/head masks, export a "
-        "standard (IA)³ adapter (`hf_sparc.export_ia3`).",
+        "Without `import hf_sparc`, PEFT does not know the `SPARC` adapter type and fails with "
+        "`KeyError: 'SPARC'`: install and import hf_sparc as above, or "
+        + (
+            f'load the plain-PEFT (IA)³ copy in `ia3/`: `PeftModel.from_pretrained(base, "{load_id}", '
+            'subfolder="ia3")`.'
+            if ia3_copy
+            else "merge first (`hf_sparc.export_merged`) or, for neuron/head masks, export a standard "
+            "(IA)³ adapter (`hf_sparc.export_ia3`)."
+        ),
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))

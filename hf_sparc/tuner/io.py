@@ -1,7 +1,8 @@
 """Write adapters to disk, never over another adapter unasked and never half-way.
 
 - :func:`save_adapter`: one SPARC adapter as ``adapter_config.json`` + ``adapter_model.safetensors``
-  (+ model card), at the top of the target folder whatever its name.
+  (+ model card, + optionally an (IA)³ copy in ``ia3/``), at the top of the target folder.
+- :func:`export_ia3`: neuron/head masks as a standard PEFT (IA)³ adapter, loadable without hf_sparc.
 - :func:`write_adapter`: the one all-or-nothing adapter write, shared with the (IA)³ export.
 - :func:`guard_save_pretrained`: makes ``PeftModel.save_pretrained`` refuse to overwrite too.
 """
@@ -19,8 +20,10 @@ from huggingface_hub import ModelCard
 from safetensors.torch import save_file
 
 from hf_sparc._files import write_group
+from hf_sparc.architectures import geometry
 from hf_sparc.tuner.card import model_card
 from hf_sparc.tuner.config import ADAPTER_WEIGHTS
+from hf_sparc.tuner.layer import sparc_layers
 
 if TYPE_CHECKING:
     from peft import PeftConfig, PeftModel
@@ -80,6 +83,7 @@ def save_adapter(
     repo_id: str | None = None,
     metrics: dict[str, float] | None = None,
     reference_data: str | None = None,
+    ia3_copy: bool = False,
 ) -> None:
     """Save one SPARC adapter at the top of ``save_directory``, with a model card.
 
@@ -95,6 +99,9 @@ def save_adapter(
             an existing adapter there raises ``FileExistsError`` and nothing is written, and an
             existing README.md is kept.
         repo_id, metrics, reference_data: For the model card (see :func:`hf_sparc.tuner.card.model_card`).
+        ia3_copy: Neuron/head adapters: also write a plain-PEFT (IA)³ copy in ``save_directory/ia3``
+            (:func:`export_ia3`), which any PEFT install loads without hf_sparc
+            (``PeftModel.from_pretrained(base, save_directory, subfolder="ia3")``); the card says so.
     """
     from peft import get_peft_model_state_dict
 
@@ -105,9 +112,16 @@ def save_adapter(
     if config.base_model_name_or_path is None:
         config.base_model_name_or_path = peft_model.get_base_model().name_or_path or None
     card = model_card(
-        peft_model, adapter_name=name, repo_id=repo_id, metrics=metrics, reference_data=reference_data
-    )
+        peft_model, adapter_name=name, repo_id=repo_id, metrics=metrics, reference_data=reference_data,
+        ia3_copy=ia3_copy,
+    )  # fmt: skip
+    if ia3_copy:
+        if config.level == "weight":
+            raise ValueError("ia3_copy: weight-level masks cannot be expressed as (IA)³; use export_merged.")
+        refuse_existing_adapter(os.path.join(save_directory, "ia3"), overwrite)
     write_adapter(save_directory, state, config, overwrite=overwrite, card=card)
+    if ia3_copy:
+        export_ia3(peft_model, os.path.join(save_directory, "ia3"), adapter_names=[name], overwrite=overwrite)
 
 
 def _single_active(peft_model: PeftModel) -> str:
@@ -148,3 +162,64 @@ def guard_save_pretrained(peft_model: PeftModel) -> None:
     # A bound method in the instance dict shadows the class method for this model only, and
     # copy.deepcopy rebinds it to the copy.
     object.__setattr__(peft_model, "save_pretrained", types.MethodType(_guarded_save_pretrained, peft_model))
+
+
+def export_ia3(
+    peft_model: PeftModel,
+    save_directory: str | os.PathLike,
+    *,
+    adapter_names: list[str] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Export neuron/head masks as a standard PEFT (IA)³ adapter (loads with plain ``peft``).
+
+    (IA)³ multiplies a module's output (or, for "feedforward" modules, its input) by a learned
+    vector; a vector of ones with zeros at the pruned units (and their scales at dampened units)
+    reproduces the mask:
+    neuron masks scale the module output, head masks scale the input of the attention output
+    projection. Weight-level masks cannot be expressed this way; use :func:`export_merged`.
+
+    Args:
+        peft_model: A ``PeftModel`` with SPARC adapters.
+        save_directory: Where to write ``adapter_config.json`` + ``adapter_model.safetensors``.
+        adapter_names: Adapters to export (their union); default: the active ones.
+        overwrite: Replace an adapter already in ``save_directory`` (else ``FileExistsError``).
+    """
+    from peft import IA3Config
+
+    names = adapter_names or list(peft_model.active_adapters)
+    targets, feedforward, tensors, transposed = [], [], {}, False
+    for module_name, layer in sparc_layers(peft_model.get_base_model()):
+        levels = {layer.pruning_level[a] for a in names if a in layer.pruning_indices}
+        if not levels:
+            continue
+        if "weight" in levels:
+            raise ValueError(
+                f"{module_name} has weight-level masks, which (IA)³ cannot express; use export_merged."
+            )
+        if levels == {"neuron", "head"}:
+            raise ValueError(
+                f"{module_name} has both neuron and head masks; (IA)³ scales either output or input."
+            )
+        on_input = levels == {"head"}
+        scale = torch.ones(layer.in_features if on_input else layer.out_features)
+        for adapter in names:
+            if adapter in layer.pruning_indices:
+                features, scales = layer.features(adapter).cpu(), layer.feature_scales(adapter)
+                scale[features] *= 0 if scales is None else scales.cpu()
+        targets.append(module_name)
+        if on_input:
+            feedforward.append(module_name)
+        transposed = transposed or geometry.is_transposed(layer)
+        tensors[f"base_model.model.{module_name}.ia3_l"] = scale[None, :] if on_input else scale[:, None]
+    if not targets:
+        raise ValueError(f"None of the adapters {names} has masks to export.")
+    config = IA3Config(
+        task_type="CAUSAL_LM",
+        target_modules=targets,
+        feedforward_modules=feedforward,
+        fan_in_fan_out=transposed,
+        inference_mode=True,
+        base_model_name_or_path=peft_model.get_base_model().name_or_path or None,
+    )
+    write_adapter(save_directory, tensors, config, overwrite=overwrite)
