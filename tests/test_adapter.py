@@ -515,32 +515,35 @@ def test_pickled_adapter_is_never_unpickled(saved_llama_adapter, monkeypatch):
         tiny_model("llama").load_adapter(adapter_dir)
 
 
-def test_save_refuses_to_overwrite_another_adapter(tmp_path):
+def test_save_pretrained_overwrites_like_peft_and_writes_the_sparc_card(tmp_path):
     model = tiny_model("llama")
     first = hf_sparc.apply_masks(model, masks_for(model, "neuron", seed=1))
     first.save_pretrained(tmp_path)
+    first.save_pretrained(tmp_path)  # trainer.save_model() twice: PEFT replaces, so do we
+    card = (tmp_path / "README.md").read_text()
+    assert "hf_sparc" in card.split("---")[1] and "More Information Needed" not in card
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     other = tiny_model("llama")
     second = hf_sparc.apply_masks(other, masks_for(other, "neuron", seed=2))
     with pytest.raises(FileExistsError, match="already holds an adapter"):
-        second.save_pretrained(tmp_path)
+        second.save_pretrained(tmp_path, overwrite=False)
     with pytest.raises(FileExistsError, match="already holds an adapter"):
-        hf_sparc.save_adapter(second, tmp_path)
+        hf_sparc.save_adapter(second, tmp_path)  # hf_sparc's own writer refuses unless asked
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
-    # the guard follows copies of the model, and saves the copy, not the original
+    # the save follows copies of the model, and saves the copy, not the original
     duplicate = copy.deepcopy(second)
     assert duplicate.save_pretrained.__self__ is duplicate
-    with pytest.raises(FileExistsError, match="already holds an adapter"):
-        duplicate.save_pretrained(tmp_path)
-    second.save_pretrained(tmp_path / "elsewhere")
-    assert (tmp_path / "elsewhere" / "adapter_model.safetensors").exists()
-
-    hf_sparc.save_adapter(second, tmp_path, overwrite=True)
+    duplicate.save_pretrained(tmp_path)
     assert (tmp_path / "adapter_model.safetensors").read_bytes() != before["adapter_model.safetensors"]
     loaded = PeftModel.from_pretrained(tiny_model("llama"), tmp_path)
     assert_same_logits(logits(loaded), logits(second))
+
+    # someone else's README is kept
+    (tmp_path / "README.md").write_text("my notes")
+    second.save_pretrained(tmp_path)
+    assert (tmp_path / "README.md").read_text() == "my notes"
 
 
 def test_model_card_front_matter_names_hub_base_model():

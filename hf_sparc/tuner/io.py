@@ -132,32 +132,50 @@ def _single_active(peft_model: PeftModel) -> str:
 
 
 def _guarded_save_pretrained(
-    self: PeftModel, save_directory: str, *args: Any, overwrite: bool = False, **kwargs: Any
+    self: PeftModel, save_directory: str, *args: Any, overwrite: bool = True, **kwargs: Any
 ) -> None:
-    """``PeftModel.save_pretrained`` that refuses to overwrite an adapter unless ``overwrite=True``."""
+    """``PeftModel.save_pretrained`` for models with SPARC adapters: the same files, committed all
+    at once, with the SPARC model card instead of PEFT's generic one.
+
+    Like PEFT it replaces an adapter saved there before (``trainer.save_model()`` twice works);
+    ``overwrite=False`` refuses instead. A ``README.md`` that is not an hf_sparc card is kept.
+    """
     from peft import PeftModel
 
-    for name in kwargs.get("selected_adapters") or list(self.peft_config):
+    names = kwargs.get("selected_adapters") or list(self.peft_config)
+    for name in names:
         # PEFT's layout: the "default" adapter at the top, any other in a sub-folder of its name
         target = save_directory if name == "default" else os.path.join(save_directory, name)
         refuse_existing_adapter(target, overwrite)
-    # PEFT writes weights, then config, in place: staged here so an interrupted save leaves no mix
-    write_group(
-        save_directory,
-        lambda staging: PeftModel.save_pretrained(self, str(staging), *args, **kwargs),
-        keep_existing=_KEEP_CARD,
-        overwrite=overwrite,
-        **_ADAPTER_GROUP,
-    )
+    sparc = [name for name in names if getattr(self.peft_config[name], "peft_type", None) == "SPARC"]
+    existing_card = Path(save_directory, "README.md")
+    keep_card = existing_card.is_file() and not _is_sparc_card(existing_card)
+
+    def write(staging: Path) -> None:
+        # PEFT writes weights, then config, in place: staged here so an interrupted save leaves no mix
+        PeftModel.save_pretrained(self, str(staging), *args, **kwargs)
+        if keep_card:
+            (staging / "README.md").unlink(missing_ok=True)
+        elif sparc:
+            active = [name for name in sparc if name in self.active_adapters]
+            model_card(self, adapter_name=(active or sparc)[0]).save(staging / "README.md")
+
+    write_group(save_directory, write, overwrite=True, **_ADAPTER_GROUP)
+
+
+def _is_sparc_card(path: Path) -> bool:
+    """Whether ``path`` is a model card hf_sparc wrote (its front matter carries the tag)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    front = text.split("---", 2)[1] if text.startswith("---") and text.count("---") >= 2 else ""
+    return "hf_sparc" in front
 
 
 def guard_save_pretrained(peft_model: PeftModel) -> None:
-    """Make ``peft_model.save_pretrained`` refuse to overwrite another adapter (``overwrite=True`` to allow).
+    """Make ``peft_model.save_pretrained`` write all at once, with the SPARC model card.
 
-    PEFT writes the weights before the config and offers no hook in between, so the check has to
-    sit in front of the whole call, and the call writes into a staging folder that is committed
-    all at once (see :func:`hf_sparc._files.write_group`); :func:`hf_sparc.apply_masks` installs it
-    on the models it returns.
+    PEFT writes the weights before the config and offers no hook in between, so the call writes
+    into a staging folder that is committed all at once (see :func:`hf_sparc._files.write_group`);
+    :func:`hf_sparc.apply_masks` installs it on the models it returns.
     """
     # A bound method in the instance dict shadows the class method for this model only, and
     # copy.deepcopy rebinds it to the copy.
