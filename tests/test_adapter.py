@@ -579,3 +579,20 @@ def test_save_adapter_writes_named_adapter_at_top_with_card(tmp_path):
     assert "pip install hf-sparc" in card and "import hf_sparc" in card and "from_pretrained" in card
     loaded = PeftModel.from_pretrained(tiny_model("gpt2"), tmp_path)
     assert_same_logits(logits(loaded), logits(peft_model))
+
+
+def test_card_front_matter_has_license_datasets_and_eval_results_and_a_before_after_table():
+    model = tiny_model("llama")
+    model.name_or_path = "org/tiny-llama"
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "neuron"))
+    card = hf_sparc.model_card(
+        peft_model, repo_id="me/detox", metrics={"toxic_rate": 0.15}, metrics_before={"toxic_rate": 0.23},
+        license="apache-2.0", datasets=["allenai/real-toxicity-prompts"],
+    )  # fmt: skip
+    assert card.data.license == "apache-2.0" and card.data.datasets == ["allenai/real-toxicity-prompts"]
+    (result,) = card.data.eval_results
+    assert (result.metric_type, result.metric_value) == ("toxic_rate", 0.15)
+    assert "| toxic_rate | 0.23 | 0.15 |" in card.text
+    assert "arXiv:2506.13727" in card.text and "hf_sparc" in card.text and "Made with" in card.text
+    peft_model.peft_config["default"].provenance["method"] = "(lrp) - (lrp)"
+    assert "lrp, contrastive: general minus undesired" in hf_sparc.model_card(peft_model).text

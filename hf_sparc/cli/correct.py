@@ -87,7 +87,13 @@ def _run_behavior(args: argparse.Namespace) -> None:
         model, tokenizer = load_model(args.model, **loading_options(args))
         result = run_correction(model, tokenizer, settings)
         corrected = apply_masks(model, result.masks, adapter_name="sparc")
-        save_adapter(corrected, output.work, overwrite=True, metrics=result.rows[settings.method])
+        refs = result.references
+        save_adapter(
+            corrected, output.work, overwrite=True, metrics=_card_metrics(result.rows[settings.method]),
+            metrics_before=_card_metrics(result.rows["base"]),
+            reference_data=f"{refs.get('n_kept')} {settings.behavior} references ({refs.get('focus')}) from "
+            f"{refs.get('n_candidates')} built-in candidates; {refs.get('n_general')} general texts",
+        )  # fmt: skip
         notes = insight.correction_notes(
             corrected, tokenizer, result.masks, result.reference_pairs.contexts(), output.work,
             batch_size=settings.batch_size, max_length=settings.reference_max_length,
@@ -97,6 +103,11 @@ def _run_behavior(args: argparse.Namespace) -> None:
         )
     print(result.table())
     print(f"adapter, report.md and plot.png in {args.output}")
+
+
+def _card_metrics(row: dict[str, float]) -> dict[str, float]:
+    """A result row's metrics for the model card (no per-seed spreads, no counts)."""
+    return {key: value for key, value in row.items() if not key.endswith("_sd") and key != "pruned"}
 
 
 def _run_references(args: argparse.Namespace) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+from importlib import metadata
 from typing import TYPE_CHECKING
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_sparc.masks import MaskSummary, ModuleSummary
 from hf_sparc.tuner.layer import sparc_layers
@@ -14,6 +16,27 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 _LEVEL_WORDS = {"neuron": "neurons", "head": "attention heads", "weight": "weights"}
+_CITATION = """@article{hatefi2025sparc3,
+  title   = {Attribution-guided Pruning for Compression, Circuit Discovery, and Targeted Correction in LLMs},
+  author  = {Hatefi, Sayed Mohammad Vakilzadeh and others},
+  journal = {arXiv preprint arXiv:2506.13727},
+  year    = {2025}
+}"""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hf-sparc")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _method_words(method: str) -> str:
+    """``"(lrp) - (lrp)"`` (a contrastive difference) in words; other names as they are."""
+    match = re.fullmatch(r"\((.+)\) - \((.+)\)", method or "")
+    if match and match[1] == match[2]:
+        return f"{match[1]}, contrastive: general minus undesired relevance (paper Eq. 7)"
+    return method or "unknown"
 
 
 def model_card(
@@ -24,12 +47,17 @@ def model_card(
     metrics: dict[str, float] | None = None,
     reference_data: str | None = None,
     ia3_copy: bool = False,
+    metrics_before: dict[str, float] | None = None,
+    license: str | None = None,
+    datasets: list[str] | None = None,
 ) -> ModelCard:
     """Model card (``README.md``) for one SPARC adapter.
 
-    Front matter: ``library_name: peft``, ``base_model``, ``tags: [hf_sparc, ...]``. Body: what
-    was pruned (level, total and per-module counts), how it was chosen (attribution method,
-    selection rule, reference data), ``metrics`` when given, and how to load it.
+    Front matter: ``library_name: peft``, ``base_model``, ``tags: [hf_sparc, ...]``, ``license``
+    and ``datasets`` when given, and ``model-index`` evaluation results when ``metrics`` and
+    ``datasets`` are. Body: what was pruned (level, total and per-module counts), how it was chosen
+    (attribution method, selection rule, reference data), metrics before and after, how to load it
+    (with and without hf_sparc), the hf_sparc version and the citation.
 
     Args:
         peft_model: A ``PeftModel`` holding the adapter.
@@ -39,6 +67,11 @@ def model_card(
         reference_data: Description of the reference texts; default: the attribution settings'
             ``reference_data``/``dataset`` entry when there is one.
         ia3_copy: The adapter folder also holds a plain-PEFT (IA)³ copy in ``ia3/``.
+        metrics_before: The same metrics for the unpruned model (a before/after table).
+        license: SPDX id or ``"other"`` for the front matter (the base model's license applies to
+            its weights; an adapter of indices adds no terms of its own).
+        datasets: Hub ids of the reference / evaluation data; the first names the evaluation
+            results of ``metrics``.
     """
     name = adapter_name or peft_model.active_adapters[0]
     config = peft_model.peft_config[name]
@@ -49,12 +82,27 @@ def model_card(
     summary = _summary(peft_model, name)
     level = _LEVEL_WORDS[config.level]
 
+    evals = [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=datasets[0],
+            dataset_name=datasets[0],
+            metric_type=metric,
+            metric_value=float(value),
+        )
+        for metric, value in (metrics or {}).items()
+        if datasets
+    ]
     data = ModelCardData(
         library_name="peft",
         # the Hub only accepts repo ids here; a local path is still named in the text below
         base_model=None if base_model and os.path.isdir(base_model) else base_model,
         tags=["hf_sparc", "sparc", "pruning", "lrp", f"{config.level}-pruning"],
         pipeline_tag="text-generation",
+        license=license,
+        datasets=datasets,
+        model_name=(repo_id or f"{base_model or 'model'} SPARC adapter") if evals else None,
+        eval_results=evals or None,
     )
     load_id = repo_id or "<this repository>"
     lines = [
@@ -73,7 +121,7 @@ def model_card(
         "",
         "## How the pruned units were chosen",
         "",
-        f"- Attribution method: {provenance.get('method') or 'unknown'}",
+        f"- Attribution method: {_method_words(provenance.get('method', ''))}",
         f"- Selection rule: `{provenance.get('rule') or 'unknown'}`",
         f"- Reference samples: {provenance.get('n_samples') or 'unknown'}",
         f"- Reference data: {reference or 'not recorded'}",
@@ -84,8 +132,14 @@ def model_card(
         "",
     ]
     if metrics:
-        lines += ["## Metrics", "", "| metric | value |", "| --- | ---: |"]
-        lines += [f"| {metric} | {value:.4g} |" for metric, value in metrics.items()]
+        before = metrics_before or {}
+        lines += ["## Metrics", "", "| metric | before | after |", "| --- | ---: | ---: |"]
+        lines += [
+            f"| {metric} | {before[metric]:.4g} | {value:.4g} |"
+            if metric in before
+            else f"| {metric} |  | {value:.4g} |"
+            for metric, value in metrics.items()
+        ]
         lines.append("")
     lines += [
         "## Usage",
@@ -106,6 +160,15 @@ def model_card(
             else "merge first (`hf_sparc.export_merged`) or, for neuron/head masks, export a standard "
             "(IA)³ adapter (`hf_sparc.export_ia3`)."
         ),
+        "",
+    ]
+    lines += [
+        f"Made with [hf_sparc](https://pypi.org/project/hf-sparc/) {_version()}, an implementation of",
+        "attribution-guided pruning (SparC³):",
+        "",
+        "```bibtex",
+        _CITATION,
+        "```",
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))

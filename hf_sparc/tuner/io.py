@@ -84,6 +84,7 @@ def save_adapter(
     metrics: dict[str, float] | None = None,
     reference_data: str | None = None,
     ia3_copy: bool = False,
+    **card: Any,
 ) -> None:
     """Save one SPARC adapter at the top of ``save_directory``, with a model card.
 
@@ -98,7 +99,8 @@ def save_adapter(
         overwrite: Replace adapter files and README.md already in ``save_directory``; without it
             an existing adapter there raises ``FileExistsError`` and nothing is written, and an
             existing README.md is kept.
-        repo_id, metrics, reference_data: For the model card (see :func:`hf_sparc.tuner.card.model_card`).
+        repo_id, metrics, reference_data, card: For the model card (see
+            :func:`hf_sparc.tuner.card.model_card`: ``metrics_before``, ``license``, ``datasets``).
         ia3_copy: Neuron/head adapters: also write a plain-PEFT (IA)³ copy in ``save_directory/ia3``
             (:func:`export_ia3`), which any PEFT install loads without hf_sparc
             (``PeftModel.from_pretrained(base, save_directory, subfolder="ia3")``); the card says so.
@@ -113,7 +115,7 @@ def save_adapter(
         config.base_model_name_or_path = peft_model.get_base_model().name_or_path or None
     card = model_card(
         peft_model, adapter_name=name, repo_id=repo_id, metrics=metrics, reference_data=reference_data,
-        ia3_copy=ia3_copy,
+        ia3_copy=ia3_copy, **card,
     )  # fmt: skip
     if ia3_copy:
         if config.level == "weight":
