@@ -245,10 +245,7 @@ class Masks(Mapping[str, torch.Tensor]):
         return torch.zeros(self.indices[name].numel())
 
     def dampened(self, scale: float) -> Masks:
-        """The same units, each multiplied by ``scale`` (in ``[0, 1)``) instead of cut.
-
-        ``scale=0`` gives binary masks back. Neuron and head level only.
-        """
+        """The same units, each multiplied by ``scale`` in ``[0, 1)`` (0: cut) instead of cut."""
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 <= scale < 1:
             raise ValueError(f"dampen scale must be a number in [0, 1), got {scale!r}.")
         scales = {name: torch.full((idx.numel(),), float(scale)) for name, idx in self.indices.items()}

@@ -189,3 +189,25 @@ def test_config_file_gives_the_options_and_the_command_line_wins(tmp_path, monke
     assert main(["--config", str(tmp_path / "bad.yaml"), "correct"]) == 2
     assert "'modle' is not an option of hf-sparc correct" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.yaml"), "correct"]) == 2
+
+
+def test_top_level_help_and_version_answer_without_importing_torch():
+    import subprocess
+    import sys
+
+    import hf_sparc_cli
+
+    code = (
+        "import sys, hf_sparc_cli\n"
+        "try:\n    hf_sparc_cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'hf_sparc' not in sys.modules, 'imported the package'\n"
+    )
+    for flag in ("--help", "--version"):
+        done = subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert ("COMMAND" in done.stdout) if flag == "--help" else done.stdout.startswith("hf-sparc ")
+    # the fast help is the real parser's help: same global options, commands and texts
+    fast, commands = hf_sparc_cli.top_parser()
+    for name, text in hf_sparc_cli.COMMAND_HELP.items():
+        commands.add_parser(name, help=text)
+    assert fast.format_help() == hf_sparc.cli.build_parser().format_help()

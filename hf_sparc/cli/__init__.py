@@ -27,7 +27,7 @@ from hf_sparc.cli import (
     select,
     sweep,
 )
-from hf_sparc.cli._common import Formatter
+from hf_sparc_cli import top_parser
 
 COMMANDS = (
     correct,
@@ -47,19 +47,9 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, Impor
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``hf-sparc`` parser with every command of ``COMMANDS``."""
-    from hf_sparc import __version__
-
-    parser = argparse.ArgumentParser(prog="hf-sparc", description=__doc__, formatter_class=Formatter)
-    parser.add_argument("--version", action="version", version=f"hf-sparc {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="a YAML or JSON file of the command's options (names as on the command line, dashes or "
-        "underscores); options given on the command line win",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    """The ``hf-sparc`` parser with every command of ``COMMANDS`` (global options, names and help
+    texts from :mod:`hf_sparc_cli`, which answers ``--help`` without importing this package)."""
+    parser, commands = top_parser()
     for command in COMMANDS:
         command.register(commands)
     return parser

@@ -16,6 +16,7 @@ from hf_sparc.cli._common import (
     loading_options,
     scaling_options,
 )
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -45,7 +46,7 @@ def _run(args: argparse.Namespace) -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "attribute", help="compute and save relevance", formatter_class=Formatter, epilog=SPEC_HELP
+        "attribute", help=COMMAND_HELP["attribute"], formatter_class=Formatter, epilog=SPEC_HELP
     )
     add_model_options(parser)
     add_attribution_options(parser)

@@ -20,6 +20,7 @@ from hf_sparc.cli._common import (
     load_model,
     loading_options,
 )
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _task(args: argparse.Namespace, tokenizer) -> tuple[list, list]:
@@ -129,7 +130,7 @@ def _run(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "circuit",
-        help="find the smallest sub-network solving a task (IOI or custom) and save it as an adapter",
+        help=COMMAND_HELP["circuit"],
         description=__doc__,
         formatter_class=Formatter,
     )

@@ -30,6 +30,7 @@ from hf_sparc.workflows.compression import (
     check_sparsity,
     compare_compression,
 )
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -92,7 +93,7 @@ def _run(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "compress",
-        help="prune the least relevant weights (unstructured sparsity), methods side by side",
+        help=COMMAND_HELP["compress"],
         description=__doc__,
         formatter_class=Formatter,
         epilog=SPEC_HELP,

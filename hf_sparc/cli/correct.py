@@ -29,6 +29,7 @@ from hf_sparc.cli._common import (
     scaling_options,
 )
 from hf_sparc.cli._experiment import add_experiment_options, experiment_settings
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _config(args: argparse.Namespace):
@@ -134,7 +135,7 @@ def _run_references(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "correct",
-        help="attribute, select contrastively and prune",
+        help=COMMAND_HELP["correct"],
         formatter_class=Formatter,
         epilog=SPEC_HELP,
     )

@@ -18,6 +18,7 @@ from hf_sparc.cli._common import (
 from hf_sparc.metrics.capability import DEFAULT_TASKS as MC_TASKS
 from hf_sparc.metrics.capability import zero_shot_accuracy
 from hf_sparc.metrics.wikitext import wikitext_perplexity
+from hf_sparc_cli import COMMAND_HELP
 
 TASKS = (*MC_TASKS, "wikitext")
 DEFAULT_TEXTS = "general:dev"
@@ -93,7 +94,7 @@ def _without_items(result: dict[str, Any]) -> dict[str, Any]:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "evaluate",
-        help="perplexity and zero-shot accuracy of a model (with an adapter)",
+        help=COMMAND_HELP["evaluate"],
         description=(
             "Perplexity on --texts (default general:evaluation when no --tasks are given) and, with\n"
             "--tasks, zero-shot multiple-choice accuracy (lm-evaluation-harness, offline, needs\n"

@@ -12,6 +12,7 @@ from hf_sparc.cli._common import (
     loading_options,
 )
 from hf_sparc.tuner.export import export_ia3, export_merged
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -25,9 +26,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "export", help="export for people without hf_sparc", formatter_class=Formatter
-    )
+    parser = commands.add_parser("export", help=COMMAND_HELP["export"], formatter_class=Formatter)
     parser.add_argument("adapter", help="SPARC adapter folder")
     form = parser.add_mutually_exclusive_group(required=True)
     form.add_argument(

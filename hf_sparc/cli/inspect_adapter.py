@@ -20,6 +20,7 @@ from hf_sparc.cli._common import (
     load_model,
     loading_options,
 )
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "inspect",
-        help="list an adapter's pruned units and the contexts where they fire",
+        help=COMMAND_HELP["inspect"],
         description=__doc__,
         formatter_class=Formatter,
         epilog=SPEC_HELP,

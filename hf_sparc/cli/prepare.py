@@ -14,6 +14,7 @@ import time
 from hf_sparc.cli._common import Formatter
 from hf_sparc.data import builtin_dataset, builtin_datasets
 from hf_sparc.data.models import DEFAULT_MODEL, available_models, default_model_path
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -30,7 +31,7 @@ def _run(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "prepare",
-        help="convert the built-in models (once) and check the built-in datasets",
+        help=COMMAND_HELP["prepare"],
         description=__doc__,
         formatter_class=Formatter,
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hf_sparc.cli._common import Formatter
 from hf_sparc.tuner.hub import upload_folder
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -21,7 +22,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("push", help="upload a run folder to the Hub", formatter_class=Formatter)
+    parser = commands.add_parser("push", help=COMMAND_HELP["push"], formatter_class=Formatter)
     parser.add_argument("folder")
     parser.add_argument("repo_id")
     parser.add_argument("--private", action="store_true")

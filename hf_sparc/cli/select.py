@@ -16,6 +16,7 @@ from hf_sparc.cli._common import (
     save_pruning_run,
 )
 from hf_sparc.workflows.pruner import SparcPruner
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -32,9 +33,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "select", help="re-select from a saved run without re-attributing", formatter_class=Formatter
-    )
+    parser = commands.add_parser("select", help=COMMAND_HELP["select"], formatter_class=Formatter)
     parser.add_argument("pruner", help="folder written by `hf-sparc correct`")
     add_model_options(parser)
     add_amount_options(parser, None)

@@ -14,6 +14,7 @@ from hf_sparc.cli._common import (
     loading_options,
 )
 from hf_sparc.cli._experiment import add_experiment_options, experiment_settings
+from hf_sparc_cli import COMMAND_HELP
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -43,7 +44,7 @@ def _run(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "sweep",
-        help="correct at a grid of counts; Pareto plot; pick within a perplexity budget",
+        help=COMMAND_HELP["sweep"],
         formatter_class=Formatter,
     )
     add_model_options(parser, experiment=True)

@@ -82,28 +82,7 @@ def model_card(
     summary = _summary(peft_model, name)
     level = _LEVEL_WORDS[config.level]
 
-    evals = [
-        EvalResult(
-            task_type="text-generation",
-            dataset_type=datasets[0],
-            dataset_name=datasets[0],
-            metric_type=metric,
-            metric_value=float(value),
-        )
-        for metric, value in (metrics or {}).items()
-        if datasets
-    ]
-    data = ModelCardData(
-        library_name="peft",
-        # the Hub only accepts repo ids here; a local path is still named in the text below
-        base_model=None if base_model and os.path.isdir(base_model) else base_model,
-        tags=["hf_sparc", "sparc", "pruning", "lrp", f"{config.level}-pruning"],
-        pipeline_tag="text-generation",
-        license=license,
-        datasets=datasets,
-        model_name=(repo_id or f"{base_model or 'model'} SPARC adapter") if evals else None,
-        eval_results=evals or None,
-    )
+    data = _front_matter(config, base_model, repo_id, metrics, license, datasets)
     load_id = repo_id or "<this repository>"
     lines = [
         f"# SPARC pruning adapter{f' for {base_model}' if base_model else ''}",
@@ -113,8 +92,7 @@ def model_card(
         f"`{base_model or 'the base model'}` ({config.model_type}). It stores only the indices of those "
         + (
             "units and the scale each keeps; their outputs are multiplied by it when the adapter is "
-            "applied or "
-            "merged."
+            "applied or merged."
             if config.soft
             else "units; the base model's weights are zeroed there when the adapter is applied or merged."
         ),
@@ -130,18 +108,59 @@ def model_card(
         "",
         summary.to_markdown(),
         "",
+        *_metrics_lines(metrics, metrics_before),
+        *_usage_lines(load_id, ia3_copy),
     ]
-    if metrics:
-        before = metrics_before or {}
-        lines += ["## Metrics", "", "| metric | before | after |", "| --- | ---: | ---: |"]
-        lines += [
-            f"| {metric} | {before[metric]:.4g} | {value:.4g} |"
-            if metric in before
-            else f"| {metric} |  | {value:.4g} |"
-            for metric, value in metrics.items()
-        ]
-        lines.append("")
-    lines += [
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _front_matter(config, base_model, repo_id, metrics, license, datasets) -> ModelCardData:
+    """The card's YAML: library, base model, tags, license, datasets and ``model-index`` results
+    (one per metric, on the first dataset, when both are given)."""
+    evals = [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=datasets[0],
+            dataset_name=datasets[0],
+            metric_type=metric,
+            metric_value=float(value),
+        )
+        for metric, value in (metrics or {}).items()
+        if datasets
+    ]
+    return ModelCardData(
+        library_name="peft",
+        # the Hub only accepts repo ids here; a local path is still named in the text
+        base_model=None if base_model and os.path.isdir(base_model) else base_model,
+        tags=["hf_sparc", "sparc", "pruning", "lrp", f"{config.level}-pruning"],
+        pipeline_tag="text-generation",
+        license=license,
+        datasets=datasets,
+        model_name=(repo_id or f"{base_model or 'model'} SPARC adapter") if evals else None,
+        eval_results=evals or None,
+    )
+
+
+def _metrics_lines(metrics: dict[str, float] | None, before: dict[str, float] | None) -> list[str]:
+    if not metrics:
+        return []
+    before = before or {}
+    lines = ["## Metrics", "", "| metric | before | after |", "| --- | ---: | ---: |"]
+    for metric, value in metrics.items():
+        old = f"{before[metric]:.4g}" if metric in before else ""
+        lines.append(f"| {metric} | {old} | {value:.4g} |")
+    return [*lines, ""]
+
+
+def _usage_lines(load_id: str, ia3_copy: bool) -> list[str]:
+    without = (
+        f'load the plain-PEFT (IA)³ copy in `ia3/`: `PeftModel.from_pretrained(base, "{load_id}", '
+        'subfolder="ia3")`.'
+        if ia3_copy
+        else "merge first (`hf_sparc.export_merged`) or, for neuron/head masks, export a standard "
+        "(IA)³ adapter (`hf_sparc.export_ia3`)."
+    )
+    return [
         "## Usage",
         "",
         "```python",
@@ -152,17 +171,8 @@ def model_card(
         "```",
         "",
         "Without `import hf_sparc`, PEFT does not know the `SPARC` adapter type and fails with "
-        "`KeyError: 'SPARC'`: install and import hf_sparc as above, or "
-        + (
-            f'load the plain-PEFT (IA)³ copy in `ia3/`: `PeftModel.from_pretrained(base, "{load_id}", '
-            'subfolder="ia3")`.'
-            if ia3_copy
-            else "merge first (`hf_sparc.export_merged`) or, for neuron/head masks, export a standard "
-            "(IA)³ adapter (`hf_sparc.export_ia3`)."
-        ),
+        f"`KeyError: 'SPARC'`: install and import hf_sparc as above, or {without}",
         "",
-    ]
-    lines += [
         f"Made with [hf_sparc](https://pypi.org/project/hf-sparc/) {_version()}, an implementation of",
         "attribution-guided pruning (SparC³):",
         "",
@@ -171,7 +181,6 @@ def model_card(
         "```",
         "",
     ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
 def _summary(peft_model: PeftModel, adapter_name: str) -> MaskSummary:
