@@ -52,6 +52,7 @@ def test_toxicity_keeps_exactly_the_pairs_at_or_over_the_threshold(llama, tokeni
         "n_candidates": len(TEXTS),
         "n_kept": len(expected),
         "n_continuations": len(expected),
+        "n_others": len(TEXTS) - len(expected),
         "focus": "continuation",
     }
 

@@ -131,4 +131,4 @@ def test_correct_behavior_bias_on_the_command_line(model_dir, tmp_path, monkeypa
     for row in report["rows"].values():
         assert 0 <= row["stereotype_rate"] <= 1 and {"mean_margin", "perplexity"} <= set(row)
     assert (out / "plot.png").is_file() and (out / "adapter_config.json").is_file()
-    assert "| selection | candidates | stereotype_rate |" in (out / "report.md").read_text()
+    assert "| selection | candidates | units | stereotype_rate |" in (out / "report.md").read_text()

@@ -136,7 +136,7 @@ def test_a_behaviour_registered_elsewhere_runs_through_the_whole_experiment(toke
     assert result.references["behavior"] == "word-count" and result.references["n_kept"] >= 1
     assert result.settings.focus == "continuation"  # the behaviour's default
     result.save(tmp_path, "word count")
-    assert "| selection | candidates | mean_words |" in (tmp_path / "report.md").read_text()
+    assert "| selection | candidates | units | mean_words |" in (tmp_path / "report.md").read_text()
     assert "Held-out data: the **dev** split" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["metric"] == "mean_words"
 

@@ -197,7 +197,9 @@ def test_demo_runs_the_experiment_and_checks_the_reloaded_adapter(examples, tiny
                            "--output", str(out)])  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     assert report["reload_identical"] is True and report["pruned"] == 4
-    assert list(report["rows"]) == ["base", "lrp", "random", "random (unprotected)"]
+    # AurA's rows come from the references' contrast sentences (here: non-repetitive continuations)
+    rows = ["base", "lrp", "aura", "aura (top-k)", "random", "random (unprotected)"]
+    assert list(report["rows"]) == rows if report["references"]["n_others"] else rows[:2] + rows[4:]
     assert (out / "plot.png").is_file() and (out / "adapter" / "adapter_config.json").is_file()
     units = json.loads((out / "units.json").read_text())["units"]  # what each cut neuron fires on
     assert len(units) == 4 and (out / "layers.png").is_file()

@@ -115,6 +115,5 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"hf-sparc {args.command}: error: {message}", file=sys.stderr)
-        print("(hf-sparc --debug ... shows the full traceback)", file=sys.stderr)
         return 2
     return 0
