@@ -117,10 +117,15 @@ class _RecordingApi:
     def create_repo(self, repo_id, private=None, exist_ok=False):
         self.calls.append(("create_repo", repo_id, self.token, private, exist_ok))
 
-    def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None):
+    def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None, create_pr=False):
         files = sorted(p.name for p in Path(folder_path).iterdir())  # the folder may be temporary
         self.calls.append(("upload_folder", repo_id, revision, commit_message, files))
-        return types.SimpleNamespace(commit_url=f"https://hub.test/{repo_id}/commit/1")
+        if create_pr:
+            self.calls.append(("create_pr", repo_id))
+        return types.SimpleNamespace(
+            commit_url=f"https://hub.test/{repo_id}/commit/1",
+            pr_url=f"https://hub.test/{repo_id}/discussions/1" if create_pr else None,
+        )
 
 
 @pytest.fixture
@@ -143,6 +148,8 @@ def test_every_entry_point_uploads_through_the_one_uploader(recording_hub, tmp_p
     pruner = hf_sparc.SparcPruner(hf_sparc.SparcConfig(count=10))
     pruner.relevance, pruner.masks = {"general": relevance(model, "neuron")}, masks
     assert pruner.push_to_hub("me/pruner", token="t2") == "https://hub.test/me/pruner/commit/1"
+    pr = pruner.push_to_hub("me/pruner", revision="main", create_pr=True)
+    assert pr == "https://hub.test/me/pruner/discussions/1"
 
     hf_sparc.save_adapter(peft_model, tmp_path / "run")
     argv = ["push", str(tmp_path / "run"), "me/run", "--token", "t3", "--private", "--message", "hello"]
@@ -159,8 +166,36 @@ def test_every_entry_point_uploads_through_the_one_uploader(recording_hub, tmp_p
             "me/pruner",
             None,
             "Upload SparcPruner",
-            ["masks.safetensors", "relevance_general.safetensors", "sparc_config.json"],
+            ["README.md", "masks.safetensors", "relevance_general.safetensors", "sparc_config.json"],
         ),
+        ("create_repo", "me/pruner", None, None, True),
+        (
+            "upload_folder",
+            "me/pruner",
+            "main",
+            "Upload SparcPruner",
+            ["README.md", "masks.safetensors", "relevance_general.safetensors", "sparc_config.json"],
+        ),
+        ("create_pr", "me/pruner"),
         ("create_repo", "me/run", "t3", True, True),
         ("upload_folder", "me/run", None, "hello", adapter),
     ]
+
+
+def test_pruner_from_the_hub_passes_revision_token_and_cache_dir(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    model = tiny_model("llama")
+    pruner = hf_sparc.SparcPruner(hf_sparc.SparcConfig(count=10))
+    pruner.relevance, pruner.masks = {"general": relevance(model, "neuron")}, masks_for(model, "neuron")
+    pruner.save_pretrained(tmp_path / "snapshot")
+    seen = {}
+
+    def snapshot_download(repo_id, **kwargs):
+        seen.update(repo_id=repo_id, **kwargs)
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    loaded = hf_sparc.SparcPruner.from_pretrained("me/pruner", revision="v1", token="t", cache_dir="c")
+    assert seen == {"repo_id": "me/pruner", "revision": "v1", "token": "t", "cache_dir": "c"}
+    assert loaded.masks.total() == 10

@@ -190,9 +190,17 @@ class SparcPruner(TrainerCallback, ExportableState):
         write_group(save_directory, write, marker=CONFIG_NAME, owned=owned, overwrite=overwrite)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> SparcPruner:
-        """Load a pruner written by :meth:`save_pretrained` (a local folder or a Hub repo id)."""
-        directory = _local_folder(directory)
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> SparcPruner:
+        """Load a pruner written by :meth:`save_pretrained`: a local folder, or a Hub repo id (at
+        ``revision``, with ``token``, cached in ``cache_dir``)."""
+        directory = _local_folder(directory, revision=revision, token=token, cache_dir=cache_dir)
         pruner = cls(SparcConfig.from_pretrained(directory))
         for role, name in RELEVANCE_NAMES.items():
             if (directory / name).is_file():
@@ -201,13 +209,39 @@ class SparcPruner(TrainerCallback, ExportableState):
             pruner.masks = Masks.load(directory / MASKS_NAME)
         return pruner
 
-    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None) -> str:
-        """Upload the saved pruner (config, relevance, masks) to a Hub repository; returns the commit URL."""
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        commit_message: str = "Upload SparcPruner",
+    ) -> str:
+        """Upload the saved pruner (config, relevance, masks, a ``README.md`` saying what it is and
+        how to load it) to a Hub repository in one commit (``create_pr``: a pull request); returns
+        its URL."""
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder)
+            Path(folder, "README.md").write_text(self._card(repo_id), encoding="utf-8")
             return upload_folder(
-                repo_id, folder, token=token, private=private, commit_message="Upload SparcPruner"
-            )
+                repo_id, folder, token=token, private=private, revision=revision,
+                commit_message=commit_message, create_pr=create_pr,
+            )  # fmt: skip
+
+    def _card(self, repo_id: str) -> str:
+        c = self.config
+        masks = "no masks yet" if self.masks is None else repr(self.masks)
+        sets = ", ".join(f"{role}: {rel.info.n_samples} texts" for role, rel in self.relevance.items())
+        return (
+            "---\nlibrary_name: hf_sparc\ntags:\n- hf_sparc\n- pruning\n- lrp\n---\n\n"
+            f"# SparcPruner: {c.method} relevance at {c.level} level\n\n"
+            f"Relevance ({sets or 'none'}) and the selection it gives ({masks}), reusable without "
+            "attributing again:\n\n```python\nfrom hf_sparc import SparcPruner\n"
+            f'pruner = SparcPruner.from_pretrained("{repo_id}")\npruner.select(count=...)  '
+            "# no re-attribution\npeft_model = pruner.prune(model)\n```\n"
+        )
 
     # -- ExportableState (Trainer checkpoints) -------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -267,12 +301,12 @@ class SparcPruner(TrainerCallback, ExportableState):
         self._zeroing.apply()
 
 
-def _local_folder(directory: str | os.PathLike) -> Path:
+def _local_folder(directory: str | os.PathLike, **hub: Any) -> Path:
     path = Path(directory)
     if path.is_dir():
         return path
     if isinstance(directory, str) and directory.count("/") == 1 and not path.exists():
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(directory))
+        return Path(snapshot_download(directory, **hub))
     raise FileNotFoundError(f"No pruner folder at {directory}.")
