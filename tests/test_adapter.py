@@ -596,3 +596,38 @@ def test_card_front_matter_has_license_datasets_and_eval_results_and_a_before_af
     assert "arXiv:2506.13727" in card.text and "hf_sparc" in card.text and "Made with" in card.text
     peft_model.peft_config["default"].provenance["method"] = "(lrp) - (lrp)"
     assert "lrp, contrastive: general minus undesired" in hf_sparc.model_card(peft_model).text
+
+
+def test_transformers_adapter_api_with_this_peft(tmp_path):
+    """What transformers' adapter methods do on a model with a SPARC adapter loaded through
+    ``load_adapter``: with peft < 0.22 (the newest on PyPI here) transformers refuses them with its
+    version message; with peft >= 0.22 they must switch the masks off and on (README, "Masks and the
+    adapter")."""
+    from packaging.version import Version
+    from peft import __version__ as peft_version
+
+    model = tiny_model("llama")
+    peft_model = hf_sparc.apply_masks(model, masks_for(model, "neuron"))
+    masked = logits(peft_model)
+    hf_sparc.save_adapter(peft_model, tmp_path)
+    plain = tiny_model("llama")
+    unmasked = logits(plain)
+    plain.load_adapter(tmp_path, adapter_name="sparc")
+    assert_same_logits(logits(plain), masked)  # load_adapter works with any supported PEFT
+    calls = (
+        lambda: plain.set_adapter("sparc"),
+        plain.disable_adapters,
+        plain.enable_adapters,
+        plain.active_adapters,
+    )
+    if Version(peft_version) < Version("0.22.0"):
+        for call in calls:
+            with pytest.raises((ImportError, ValueError), match=r"0\.22"):
+                call()
+        return
+    plain.set_adapter("sparc")
+    assert plain.active_adapters() == ["sparc"]
+    plain.disable_adapters()
+    assert_same_logits(logits(plain), unmasked)
+    plain.enable_adapters()
+    assert_same_logits(logits(plain), masked)
