@@ -258,5 +258,6 @@ def test_resumed_trainer_keeps_the_checkpointed_cut_without_attributing_again(
     resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-1"))
     (restored,) = [c for c in resumed.callback_handler.callbacks if isinstance(c, SparcPruner)]
     assert restored.masks_state == first.masks_state and restored.masks.total() == 4
+    assert restored.masks.settings == first.masks.settings and first.masks.settings  # provenance kept
     model = resumed.model
     assert all(torch.all(model.get_submodule(n).weight[idx] == 0) for n, idx in restored.masks.items())

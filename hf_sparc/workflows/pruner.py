@@ -258,6 +258,7 @@ class SparcPruner(TrainerCallback, ExportableState):
         return {
             **fields,
             "n_samples": m.n_samples,
+            "settings": dict(m.settings),
             "shapes": {name: list(shape) for name, shape in m.shapes.items()},
             "indices": {name: idx.tolist() for name, idx in m.items()},
             "scales": {name: scale.tolist() for name, scale in m.scales.items()},
