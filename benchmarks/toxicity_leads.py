@@ -34,7 +34,7 @@ from dataclasses import replace
 
 import hf_sparc
 from hf_sparc.cli._common import load_model
-from hf_sparc.workflows._experiment import prepare_experiment
+from hf_sparc.workflows._experiment import AURA_RULES, prepare_experiment
 from hf_sparc.workflows.correction import CorrectionResult, CorrectionSettings, _mean_rows
 
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         _add_leads(experiment, lrp, selections, rules)
     for name, masks in experiment.fit_aura(s.count).items():
         selections[name] = [masks]
-        rules[name] = "all units, AUROC > 0.5 dampened" if name == "aura" else "all units, top AUROC cut"
+        rules[name] = AURA_RULES[name]
     pool = lrp.candidate_pool()
     for control in ("gradient", "random") if args.compare else ("random",):
         pruners = experiment.fit(control, s.count, protect_general=0.0)

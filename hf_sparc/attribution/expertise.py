@@ -52,7 +52,8 @@ def _max_responses(
     """Per module, ``[texts, units]``: each unit's maximum output over each text's real tokens."""
     samples = tokenize(texts, tokenizer, max_length=max_length, require_explained=False)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = execution_device(next(m for m in model.modules() if getattr(m, "weight", None) is not None))
+    # where the inputs go, as in attribute(): the embeddings' (accelerate-aware) device
+    device = execution_device(unwrap_model(model).get_input_embeddings())
     pooled: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     mask: list[torch.Tensor] = []
 

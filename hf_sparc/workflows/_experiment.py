@@ -44,6 +44,8 @@ AURA = "aura"
 """AurA (Suau et al., 2024) as a method: every neuron with AUROC > 0.5 dampened (see
 :func:`hf_sparc.select_aura`); ``"aura (top-k)"`` is its fixed-count variant."""
 AURA_TOP_K = "aura (top-k)"
+AURA_RULES = {AURA: "all units, AUROC > 0.5 dampened", AURA_TOP_K: "all units, top AUROC cut"}
+"""What each AurA row chooses from, as reports list it."""
 
 
 def default_controls(level: str) -> tuple[str, ...]:

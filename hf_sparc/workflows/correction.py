@@ -29,6 +29,7 @@ from hf_sparc.reports.render import provenance
 from hf_sparc.reports.writer import new_figure, write_report
 from hf_sparc.workflows._experiment import (
     AURA,
+    AURA_RULES,
     AURA_TOP_K,
     CONTROLS,
     CorrectionSettings,
@@ -149,7 +150,7 @@ def run_correction(
     experiment = prepare_experiment(model, tokenizer, settings, scorer=scorer)
     s = experiment.settings
     aura = experiment.fit_aura(s.count) if (s.aura and s.level == "neuron") or s.method == AURA else {}
-    rules = {"base": "", AURA: "all units, AUROC > 0.5 dampened", AURA_TOP_K: "all units, top AUROC cut"}
+    rules = {"base": "", **AURA_RULES}
     selections: dict[str, list[Masks]] = {name: [masks] for name, masks in aura.items()}
     if s.method == AURA:
         if AURA not in aura:
