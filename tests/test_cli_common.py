@@ -91,3 +91,34 @@ def test_load_model_loads_like_transformers(tmp_path, monkeypatch):
     assert _common.loading_options(args) == {
         "device": "cpu", "dtype": "auto", "device_map": "auto", "revision": "v1", "trust_remote_code": True
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["correct", "--undesired", "missing.txt", "--general", "general:dev"], "missing.txt"),
+        (["correct", "--undesired", "u.txt", "--general", "u.txt", "--eval", "no.jsonl"], "no.jsonl"),
+        (["correct", "--undesired", "u.txt", "--general", "u.txt", "--fraction", "2"], "fraction"),
+        (["attribute", "--texts", "missing.txt"], "missing.txt"),
+        (["evaluate", "--texts", "missing.txt"], "missing.txt"),
+    ],
+)
+def test_data_and_options_are_checked_before_the_model_loads(argv, message, tmp_path, monkeypatch, capsys):
+    from hf_sparc.cli import attribute, correct, evaluate, main
+
+    (tmp_path / "u.txt").write_text("one text\nanother text\n")
+    monkeypatch.chdir(tmp_path)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    for module in (_common, correct, attribute):
+        monkeypatch.setattr(module, "load_model", no_model)
+    monkeypatch.setattr(evaluate, "load_with_adapter", no_model)
+    assert main([*argv, "--model", "m", "--output", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_local_model_folder_fails_before_transformers_is_asked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        _common.load_model(str(tmp_path / "absent"))

@@ -34,6 +34,7 @@ __all__ = [
     "add_output_options",
     "add_scaling_options",
     "evaluation_perplexity",
+    "evaluation_texts",
     "load_adapter",
     "load_model",
     "load_with_adapter",
@@ -77,6 +78,8 @@ def load_model(
     """Load ``(model, tokenizer)`` from a Hub id, a local folder or a built-in name, in eval mode,
     as ``transformers`` would: ``dtype="auto"`` keeps the checkpoint's dtype, ``device_map``
     (e.g. ``"auto"``) places it with accelerate instead of moving it to ``device``."""
+    if model not in available_models() and model.startswith(("/", ".", "~")) and not Path(model).exists():
+        raise FileNotFoundError(f"--model {model}: no such folder.")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -129,12 +132,18 @@ def load_adapter(adapter: str, model: str | None = None, **loading: Any):
     return PeftModel.from_pretrained(base, adapter, config=config).eval(), tokenizer, base_name
 
 
-def evaluation_perplexity(model, tokenizer, spec: str | None, args: argparse.Namespace) -> float | None:
-    """Perplexity on the texts of ``spec`` (dev split of built-ins unless it names one), or None
-    without a spec."""
-    if spec is None:
+def evaluation_texts(spec: str | None) -> list[str] | None:
+    """The texts of ``spec`` (dev split of built-ins unless it names one), or None without a spec;
+    read before the model loads, so that a bad SPEC fails at once."""
+    return None if spec is None else plain_texts(load_texts(spec, default_split="dev"))
+
+
+def evaluation_perplexity(
+    model, tokenizer, texts: list[str] | None, args: argparse.Namespace
+) -> float | None:
+    """Perplexity on ``texts`` (from :func:`evaluation_texts`), or None without texts."""
+    if texts is None:
         return None
-    texts = plain_texts(load_texts(spec, default_split="dev"))
     return perplexity(
         model,
         tokenizer,

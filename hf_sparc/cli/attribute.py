@@ -25,8 +25,8 @@ def _run(args: argparse.Namespace) -> None:
 
     if Path(args.output).exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it.")
-    model, tokenizer = load_model(args.model, **loading_options(args))
     texts = load_texts(args.texts) if args.texts else None
+    model, tokenizer = load_model(args.model, **loading_options(args))
     relevance = attribute(
         model,
         texts,

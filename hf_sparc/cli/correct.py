@@ -22,6 +22,7 @@ from hf_sparc.cli._common import (
     add_output_options,
     add_scaling_options,
     evaluation_perplexity,
+    evaluation_texts,
     load_model,
     loading_options,
     pruning_report,
@@ -51,8 +52,10 @@ def _config(args: argparse.Namespace):
     )
 
 
-def _perplexity(model, tokenizer, args: argparse.Namespace) -> dict[str, float] | None:
-    value = evaluation_perplexity(model, tokenizer, args.eval, args)
+def _perplexity(
+    model, tokenizer, texts: list[str] | None, args: argparse.Namespace
+) -> dict[str, float] | None:
+    value = evaluation_perplexity(model, tokenizer, texts, args)
     return None if value is None else {"perplexity": value}
 
 
@@ -115,14 +118,16 @@ def _run_references(args: argparse.Namespace) -> None:
     from hf_sparc import SparcPruner
     from hf_sparc.data.sources import load_texts
 
+    config = _config(args)
+    undesired = load_texts(args.undesired) if args.undesired else None
+    general = load_texts(args.general) if args.general else None
+    held_out = evaluation_texts(args.eval)
     with Output(args.output, args.overwrite) as output:
-        undesired = load_texts(args.undesired) if args.undesired else None
-        general = load_texts(args.general) if args.general else None
         model, tokenizer = load_model(args.model, **loading_options(args))
-        before = _perplexity(model, tokenizer, args)
-        pruner = SparcPruner(_config(args)).fit(model, tokenizer, undesired=undesired, general=general)
+        before = _perplexity(model, tokenizer, held_out, args)
+        pruner = SparcPruner(config).fit(model, tokenizer, undesired=undesired, general=general)
         peft_model = pruner.prune(model)
-        after = _perplexity(peft_model, tokenizer, args)
+        after = _perplexity(peft_model, tokenizer, held_out, args)
         references = {
             "undesired": {"spec": args.undesired, "n": len(undesired or [])},
             "general": {"spec": args.general, "n": len(general or [])},

@@ -13,6 +13,7 @@ from hf_sparc.cli._common import (
     Formatter,
     add_model_options,
     evaluation_perplexity,
+    evaluation_texts,
     load_with_adapter,
 )
 from hf_sparc.metrics.capability import DEFAULT_TASKS as MC_TASKS
@@ -66,7 +67,7 @@ def _run(args: argparse.Namespace) -> None:
     tasks = parse_tasks(args.tasks)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be positive, got {args.limit}")
-    texts = args.texts if args.texts is not None or tasks else DEFAULT_TEXTS
+    texts = evaluation_texts(args.texts if args.texts is not None or tasks else DEFAULT_TEXTS)
     model, tokenizer = load_with_adapter(args)
     full: dict[str, Any] = {}
     if texts is not None:
