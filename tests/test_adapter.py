@@ -7,6 +7,7 @@ import json
 import os
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,7 +85,7 @@ def test_masking_merge_unmerge_disable(arch, level):
     peft_model = hf_sparc.apply_masks(model, masks)
     base = peft_model.get_base_model()
 
-    # unmerged: the pruned units output exact zeros whatever the input
+    # unmerged under autograd: the pruned units output exact zeros whatever the input, weights untouched
     seen, pruned, hooks = {}, {}, []
     for name in masks:
         layer = base.get_submodule(target_of(base, name, level))
@@ -96,7 +97,8 @@ def test_masking_merge_unmerge_disable(arch, level):
             hooks.append(
                 layer.base_layer.register_forward_pre_hook(lambda m, a, n=name: seen.__setitem__(n, a[0]))
             )
-    unmerged = logits(peft_model)
+    with torch.enable_grad():
+        unmerged = peft_model(tokens()).logits.detach()
     for h in hooks:
         h.remove()
     assert len(seen) == (0 if level == "weight" else len(masks))
@@ -108,7 +110,21 @@ def test_masking_merge_unmerge_disable(arch, level):
         if level == "neuron":
             assert torch.equal(pruned[name], masks[name])
     assert (unmerged - base_logits).abs().max() > 1e-4  # 10x the rounding tolerance or more
-    # unmerged never touches the base weights
+    assert all(torch.equal(plain_params(base)[n], original[n]) for n in original)
+
+    # inference (no gradient reaches the weights): neuron and head masks are written into the weights,
+    # exactly where merging writes them, and give bit-identical logits; weight masks stay unmerged
+    zeros = expected_zeros(base, masks)
+    assert torch.equal(logits(peft_model), unmerged) or level == "weight"
+    assert_same_logits(logits(peft_model), unmerged)
+    for name, value in plain_params(base).items():
+        if name in zeros and level != "weight":
+            assert torch.count_nonzero(value[zeros[name]]) == 0, name
+            assert torch.equal(value[~zeros[name]], original[name][~zeros[name]]), name
+        else:
+            assert torch.equal(value, original[name]), name
+    with torch.enable_grad():  # a training forward puts the originals back first
+        assert torch.equal(peft_model(tokens()).logits.detach(), unmerged)
     assert all(torch.equal(plain_params(base)[n], original[n]) for n in original)
 
     # merged: exact zeros where the masks say, every other parameter bit-identical
@@ -135,7 +151,10 @@ def test_masking_merge_unmerge_disable(arch, level):
 
     with peft_model.disable_adapter():
         assert torch.equal(logits(peft_model), base_logits)
+        assert all(torch.equal(v, original[n]) for n, v in plain_params(base).items())
     assert torch.equal(logits(peft_model), unmerged)
+    peft_model.unload()  # takes the applied zeros out of the weights it hands back
+    assert all(torch.equal(v, original[n]) for n, v in plain_params(base).items())
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -207,10 +226,11 @@ def test_save_load_round_trips_bit_for_bit(arch, level, tmp_path):
 
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == "SPARC" and config["level"] == level
-    assert sum(config["module_counts"].values()) == masks.total()
-    assert len(config["fingerprint"]) == 16 and config["module_shapes"]
+    # the compact layout: modules grouped by layer template, no per-module entries
+    assert sum(sum(layers.values()) for layers in config["modules"].values()) == masks.total()
+    assert len(config["fingerprint"]) == 16 and config["shapes"] and "module_counts" not in config
     stored = load_file(tmp_path / "adapter_model.safetensors")
-    assert all(t.dtype == torch.int64 for t in stored.values())
+    assert all(t.dtype == torch.int32 for t in stored.values())  # every index fits
     assert sum(t.numel() for t in stored.values()) == masks.total()
     assert (tmp_path / "adapter_model.safetensors").stat().st_size <= 8 * masks.total() + 4096
 
@@ -225,7 +245,7 @@ def test_adapter_file_holds_only_indices(tmp_path):
     peft_model = hf_sparc.apply_masks(model, masks_for(model, "neuron", count=100))
     peft_model.save_pretrained(tmp_path)
     size = (tmp_path / "adapter_model.safetensors").stat().st_size
-    assert 800 <= size <= 800 + 4096
+    assert 400 <= size <= 400 + 4096  # int32 indices
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -319,15 +339,16 @@ def test_bf16_base_model(tmp_path):
 def test_export_merged_loads_without_hf_sparc(arch, tmp_path):
     model = tiny_model(arch)
     peft_model = hf_sparc.apply_masks(model, masks_for(model, "head"))
-    expected = logits(peft_model)
     before = plain_params(peft_model.get_base_model())
+    expected = logits(peft_model)  # applies the masks in the weights (inference)
     hf_sparc.export_merged(peft_model, tmp_path)
     plain = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert not any(isinstance(m, SparcLayer) for m in plain.modules())
     assert_same_logits(logits(plain), expected)
-    # the PEFT model is back to unmerged, weights untouched
+    # the PEFT model is back to unmerged, original weights (applied again by the next inference forward)
     assert not any(m.merged for m in peft_model.modules() if isinstance(m, SparcLayer))
     assert all(torch.equal(v, before[n]) for n, v in plain_params(peft_model.get_base_model()).items())
+    assert torch.equal(logits(peft_model), expected)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -492,7 +513,7 @@ def test_tampered_config_is_refused(saved_llama_adapter):
     adapter_dir, _ = saved_llama_adapter
     config_path = adapter_dir / "adapter_config.json"
     config = json.loads(config_path.read_text())
-    config["module_shapes"]["model.layers.0.mlp.up_proj"] = [64, 16]
+    config["shapes"]["model.layers.{}.mlp.up_proj"] = [64, 16]
     config_path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="fingerprint does not match"):
         PeftModel.from_pretrained(tiny_model("llama"), adapter_dir)
@@ -631,3 +652,24 @@ def test_transformers_adapter_api_with_this_peft(tmp_path):
     assert_same_logits(logits(plain), unmasked)
     plain.enable_adapters()
     assert_same_logits(logits(plain), masked)
+
+
+@pytest.mark.parametrize("level", ["neuron", "head"])
+def test_adapters_written_in_the_per_module_layout_still_load(level, tmp_path):
+    # written by hf_sparc 0.1.0 before the compact config (tests/fixtures/adapter_v0_1_0; head: soft 0.5)
+    folder = Path(__file__).parent / "fixtures" / "adapter_v0_1_0" / level
+    assert "module_counts" in json.loads((folder / "adapter_config.json").read_text())
+    model = tiny_model("llama")
+    masks = masks_for(model, level)
+    masks = masks.dampened(0.5) if level == "head" else masks
+    expected = logits(hf_sparc.apply_masks(model, masks))
+
+    loaded = PeftModel.from_pretrained(tiny_model("llama"), folder)
+    assert torch.equal(logits(loaded), expected)
+    plain = tiny_model("llama")
+    plain.load_adapter(str(folder))  # transformers' own loader
+    assert torch.equal(logits(plain), expected)
+    # saved again, it is written in the compact layout and loads to the same model
+    hf_sparc.save_adapter(loaded, tmp_path)
+    assert "modules" in json.loads((tmp_path / "adapter_config.json").read_text())
+    assert torch.equal(logits(PeftModel.from_pretrained(tiny_model("llama"), tmp_path)), expected)

@@ -14,6 +14,8 @@ from peft.config import PeftConfig
 from peft.utils import CONFIG_NAME
 from safetensors import safe_open
 
+from hf_sparc.tuner.compact import compact_fields, expand_fields, target_regex
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
@@ -78,6 +80,14 @@ def _check_types(config: SparcAdapterConfig) -> None:
     )
     name_map("mask_modules", lambda v: isinstance(v, str), "module names")
     name_map("module_digests", lambda v: isinstance(v, str), "digest strings")
+    name_map(
+        "modules", lambda v: isinstance(v, dict) and all(_is_int(c, 0) for c in v.values()), "{layer: count}"
+    )
+    name_map(
+        "shapes", lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(d, 1) for d in v), "shapes"
+    )
+    name_map("mask_templates", lambda v: isinstance(v, str), "module name templates")
+    name_map("digests", lambda v: isinstance(v, str), "space-separated digests")
     for field_name, expected in (
         ("level", str),
         ("fingerprint", str),
@@ -141,6 +151,9 @@ class SparcAdapterConfig(PeftConfig):
             for head level; the module itself otherwise).
         module_digests: Wrapped module name -> :func:`indices_digest` of its pruned indices,
             checked on load (absent in adapters written before it existed: not checked then).
+        modules, shapes, mask_templates, digests: The same per-module fields as written to
+            ``adapter_config.json`` (grouped by layer, :mod:`hf_sparc.tuner.compact`); expanded
+            into the fields above when read, empty in memory.
         provenance: How the masks were chosen: ``method``, ``rule``, ``model_name``,
             ``n_samples``, ``settings``.
         soft: Neuron and head level: the adapter also stores one scale per index
@@ -161,6 +174,12 @@ class SparcAdapterConfig(PeftConfig):
     module_digests: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     soft: bool = False
+    # the compact file layout (hf_sparc.tuner.compact): expanded into the per-module fields above on
+    # load, written from them by to_dict(); empty in memory
+    modules: dict[str, dict[str, int]] = field(default_factory=dict)
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+    mask_templates: dict[str, str] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SparcAdapterConfig:
         # PEFT drops unknown config keys with a warning (forward compatibility), but a key from a
@@ -176,6 +195,15 @@ class SparcAdapterConfig(PeftConfig):
 
     def __post_init__(self) -> None:
         _check_types(self)
+        if self.modules:
+            if self.module_counts or self.module_shapes or self.mask_modules or self.module_digests:
+                raise ValueError("SPARC adapter config mixes the compact and the per-module layout.")
+            if self.target_modules is None:
+                self.target_modules = target_regex(self.modules)
+            expanded = expand_fields(self.modules, self.shapes, self.mask_templates, self.digests)
+            for name, value in expanded.items():
+                setattr(self, name, value)
+            self.modules, self.shapes, self.mask_templates, self.digests = {}, {}, {}, {}
         super().__post_init__()
         self.peft_type = SparcPeftType.SPARC
         if self.level not in ("weight", "neuron", "head"):
@@ -194,6 +222,21 @@ class SparcAdapterConfig(PeftConfig):
                 "SPARC adapter config is inconsistent: its fingerprint does not match its module_shapes "
                 "(edited or corrupted adapter_config.json)."
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as written to ``adapter_config.json``: in the compact layout (one group per
+        module name template, one digest; :mod:`hf_sparc.tuner.compact`)."""
+        return compact_fields(super().to_dict())
+
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
+        """Write ``adapter_config.json`` as PEFT does, in the compact layout and without indentation
+        (a third of the file's bytes over 30 modules)."""
+        super().save_pretrained(save_directory, **kwargs)
+        path = os.path.join(save_directory, CONFIG_NAME)
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(values, sort_keys=True, separators=(",", ":")) + "\n")
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs: Any):

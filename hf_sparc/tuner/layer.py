@@ -3,23 +3,25 @@
 Unmerged, the base weights are never copied: neuron masks zero (or, soft, scale) output features
 after the matmul, head masks input features before it, and sparse weight masks subtract the
 pruned elements' contribution. Merging zeroes (scales) the pruned weights in place and keeps the
-original values, so unmerging restores them exactly.
+original values, so unmerging restores them exactly; in inference, active neuron and head masks are
+written into the weights the same way so that they cost nothing per token
+(:mod:`hf_sparc.tuner.in_weights`).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from peft.tuners._buffer_dict import BufferDict
-from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from hf_sparc.architectures import geometry
 from hf_sparc.masks import check_indices, check_scales
 from hf_sparc.tuner.config import indices_digest
+from hf_sparc.tuner.in_weights import InWeights
 from hf_sparc.tuner.weight_masks import matmul, pruned_entries_csr
 
 # Buffers start out as this value until real indices arrive, so an adapter whose indices never
@@ -27,7 +29,7 @@ from hf_sparc.tuner.weight_masks import matmul, pruned_entries_csr
 _NOT_LOADED = -1
 
 
-class SparcLayer(nn.Module, BaseTunerLayer):
+class SparcLayer(InWeights, nn.Module, BaseTunerLayer):
     """Wraps one ``nn.Linear`` or ``Conv1D`` and prunes it according to one or more adapters.
 
     Every adapter stores only its sorted pruned indices (``pruning_indices[adapter]``, int64),
@@ -79,8 +81,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         self.pruning_group: dict[str, int] = {}
         # expected indices_digest per adapter (None: adapter written without one)
         self.pruning_digest: dict[str, str | None] = {}
-        # pruned weight entries (and bias entries) as they were before merge(), per merged adapter
-        self._originals: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._init_in_weights()
         # (tensor identity, version) of the indices last validated, per adapter
         self._validated: dict[str, tuple[int, int]] = {}
         # weight level: (key, union of pruned ids) and (key, pruned entries as a CSR matrix)
@@ -157,7 +158,7 @@ class SparcLayer(nn.Module, BaseTunerLayer):
             check_scales(scales, tensor.numel(), where)
         expected = self.pruning_digest.get(adapter_name)
         level, n_components = self.pruning_level[adapter_name], self.n_components(adapter_name)
-        if expected and indices_digest(level, n_components, tensor, scales) != expected:
+        if expected and not indices_digest(level, n_components, tensor, scales).startswith(expected):
             raise ValueError(
                 f"{where}: the pruned indices do not match the digest in adapter_config.json "
                 "(corrupted or edited adapter files); refusing to prune the wrong units."
@@ -200,14 +201,6 @@ class SparcLayer(nn.Module, BaseTunerLayer):
             return None
         return scales.repeat_interleave(self.pruning_group[adapter_name])
 
-    def _merge_target(self, adapter_name: str) -> tuple[torch.Tensor, int, torch.Tensor]:
-        """(weight view, dim, ids) such that ``view.index_fill_(dim, ids, 0)`` merges the adapter."""
-        weight = self.base_layer.weight.data
-        level = self.pruning_level[adapter_name]
-        if level == "weight":
-            return weight.view(-1), 0, self.indices(adapter_name)
-        return weight, geometry.unit_weight_slice(level, self.base_layer), self.features(adapter_name)
-
     def _pending(self) -> dict[str, list[str]]:
         """Active, not merged adapters, grouped by level."""
         by_level: dict[str, list[str]] = {"neuron": [], "head": [], "weight": []}
@@ -220,8 +213,13 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
+            self.restore_weights()
             return self.base_layer(x, *args, **kwargs)
         pending = self._pending()
+        applied = self._appliable(pending)
+        self._hold_in_weights(applied)
+        if applied:
+            pending["head"], pending["neuron"] = [], []
         for name in pending["head"]:
             x = self._mask_features(x.clone(), name)
         if pending["weight"]:
@@ -271,56 +269,17 @@ class SparcLayer(nn.Module, BaseTunerLayer):
         write through ``.data``, which bypasses it, so the merge state is part of the key) change.
         """
         weight = self.base_layer.weight
-        key = (self._union_cache[0], weight.data_ptr(), weight._version, tuple(self.merged_adapters))
+        key = (
+            self._union_cache[0],
+            weight.data_ptr(),
+            weight._version,
+            tuple(self.merged_adapters),
+            self._applied_key,
+        )
         if self._csr_cache is None or self._csr_cache[0] != key:
             matrix = pruned_entries_csr(weight.detach(), ids, self.transposed)
             self._csr_cache = (key, matrix)
         return self._csr_cache[1]
-
-    # -- merging -----------------------------------------------------------------------------
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """Zero (soft adapters: scale) the pruned weights (and bias entries of pruned neurons) in place.
-
-        The original values are kept so that :meth:`unmerge` restores them bit for bit.
-        ``safe_merge`` is accepted for PEFT compatibility; zeroing cannot create NaNs.
-        """
-        if self.quantized:
-            raise ValueError(
-                f"{self.module_name} is quantized: merging masks would write packed codes; keep the adapter "
-                f"unmerged (its masks are exact), or {geometry.QUANTIZED_HINT}."
-            )
-        adapter_names = check_adapters_to_merge(self, adapter_names)
-        bias = self.base_layer.bias
-        for name in adapter_names:
-            if name not in self.pruning_indices:
-                continue
-            view, dim, ids = self._merge_target(name)
-            scales = self.feature_scales(name)
-            saved_bias = None
-            if self.pruning_level[name] == "neuron" and bias is not None:
-                saved_bias = bias.data[ids].clone()
-                bias.data[ids] = 0 if scales is None else saved_bias * scales.to(bias.dtype)
-            self._originals[name] = (view.index_select(dim, ids), saved_bias)
-            if scales is None:
-                view.index_fill_(dim, ids, 0)
-            else:
-                shape = [-1 if d == dim else 1 for d in range(view.dim())]
-                view.index_copy_(dim, ids, self._originals[name][0] * scales.to(view.dtype).view(shape))
-            self.merged_adapters.append(name)
-
-    def unmerge(self) -> None:
-        """Restore the exact original values, undoing merges in reverse order."""
-        if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
-            return
-        bias = self.base_layer.bias
-        while self.merged_adapters:
-            name = self.merged_adapters.pop()
-            saved_weight, saved_bias = self._originals.pop(name)
-            view, dim, ids = self._merge_target(name)
-            view.index_copy_(dim, ids, saved_weight.to(view.device))
-            if saved_bias is not None:
-                bias.data[ids] = saved_bias.to(bias.device)
 
     def __repr__(self) -> str:
         return "sparc." + super().__repr__()

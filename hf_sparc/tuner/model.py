@@ -7,6 +7,7 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
+import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
@@ -120,9 +121,21 @@ class SparcModel(BaseTuner):
             new_module = SparcLayer(target, current_key, *slot)
             self._replace_module(parent, target_name, new_module, target)
 
+    @classmethod
+    def _get_adapter_state_dict(cls, model, config, adapter_name, state_dict, unwanted_adapter_names):
+        # indices as int32 when they fit (half the file); loading copies them into the int64 buffers
+        saved = super()._get_adapter_state_dict(
+            model, config, adapter_name, state_dict, unwanted_adapter_names
+        )
+        return {key: value.to(torch.int32) if _fits_int32(value) else value for key, value in saved.items()}
+
     def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
         # A mask has nothing to train; leave requires_grad of the base model as the user set it.
         return
+
+
+def _fits_int32(tensor: torch.Tensor) -> bool:
+    return tensor.dtype == torch.int64 and (tensor.numel() == 0 or int(tensor.max()) < 2**31)
 
 
 def _is_peft_model(model: nn.Module) -> bool:
