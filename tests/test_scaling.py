@@ -295,12 +295,15 @@ def test_cli_scaling_options_reach_attribute(tmp_path, tokenizer):
     parser = argparse.ArgumentParser()
     add_scaling_options(parser)
     options = scaling_options(
-        parser.parse_args(["--gradient-checkpointing", "--checkpoint-dir", str(tmp_path)])
+        parser.parse_args(
+            ["--gradient-checkpointing", "--checkpoint-dir", str(tmp_path), "--max-memory", "4GB"]
+        )
     )
     assert options == {
         "gradient_checkpointing": True,
         "checkpoint_dir": str(tmp_path),
         "checkpoint_every": 10,
+        "max_memory": "4GB",
     }
     hf_sparc.attribute(make_model("llama"), TEXTS, tokenizer=tokenizer, **options)
     assert (tmp_path / "attribution-rank0-of-1.safetensors").is_file()

@@ -11,9 +11,10 @@ What is read where, and how sums become scores, is the signal's business
 (:mod:`hf_sparc.attribution.signals`); the collector owns the accumulators and the choice of
 real (non-padding) tokens. Each batch's contribution is computed in fp32 and summed over real
 tokens as the batches stream by, so memory does not grow with the number of samples.
-Accumulators are float64: a sum of fp32 batch contributions is then (nearly) exact, so the fp32
-result does not depend on the order of the batches, on resuming, or on how many processes
-shared them.
+Accumulators are float64 by default: a sum of fp32 batch contributions is then (nearly) exact, so
+the fp32 result does not depend on the order of the batches, on resuming, or on how many processes
+shared them. Under a memory budget they may be float32 (4 bytes per unit;
+:mod:`hf_sparc.attribution.memory`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from hf_sparc.attribution.signals import Counts, StreamedSignal, WeightSignal
 class Collector:
     """Accumulates one streamed signal for one level through the signal's hooks on the targets.
 
-    ``sums`` (float64 per target, added to in place) resume a saved run. ``select`` (bool
+    ``sums`` (``dtype`` per target, added to in place) resume a saved run. ``select`` (bool
     ``[batch, seq]``, true on real tokens; ``None`` when every token is real) must be set before
     each forward.
     """
@@ -44,21 +45,37 @@ class Collector:
         targets: dict[str, nn.Module],
         absolute: bool,
         sums: dict[str, torch.Tensor] | None = None,
+        dtype: torch.dtype = torch.float64,
     ) -> None:
         self.model, self.spec, self.level, self.signal = model, spec, level, signal
         self.targets = targets
         self.absolute = absolute
         self.sums: dict[str, torch.Tensor] = {} if sums is None else sums
+        self.dtype = dtype
         self.select: torch.Tensor | None = None
         self.n_heads = model.config.num_attention_heads
+        # (input tensor, its reduction) of the last shared() call: q/k/v (and gate/up) read one input
+        self._last_shared: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- what signals call from their hooks ----------------------------------------------------
     def add(self, name: str, value: torch.Tensor) -> None:
-        """Add one batch's contribution to target ``name``'s float64 sum."""
+        """Add one batch's contribution to target ``name``'s sum (a copy: ``value`` may be shared)."""
         if name in self.sums:
             self.sums[name] += value
         else:
-            self.sums[name] = value.double()
+            self.sums[name] = value.to(self.dtype, copy=True)
+
+    def start_batch(self, select: torch.Tensor | None) -> None:
+        """Set the real-token selection of the next forward (``None``: every token is real)."""
+        self.select, self._last_shared = select, None
+
+    def shared(self, tensor: torch.Tensor, reduce) -> torch.Tensor:
+        """``reduce(tensor)``, computed once for consecutive calls on the same tensor (projections
+        that share one input, such as q/k/v). The tensor itself is kept, so its memory cannot be
+        reused by another tensor that would then match."""
+        if self._last_shared is None or self._last_shared[0] is not tensor:
+            self._last_shared = (tensor, reduce(tensor))
+        return self._last_shared[1]
 
     @staticmethod
     def tokens(tensor: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
@@ -102,7 +119,7 @@ class Collector:
         all-reduce needs them: a process may have had no batch at all."""
         for name, module in self.targets.items():
             if name not in self.sums:
-                self.sums[name] = torch.zeros(self._shape(module), dtype=torch.float64, device=device)
+                self.sums[name] = torch.zeros(self._shape(module), dtype=self.dtype, device=device)
         return self.sums
 
 

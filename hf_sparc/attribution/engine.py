@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 
-from hf_sparc.architectures import get_architecture, unwrap_model
+from hf_sparc.architectures import decoder_layers, get_architecture, unwrap_model
 from hf_sparc.architectures.geometry import QUANTIZED_HINT, is_quantized
 from hf_sparc.attribution.checkpoint import AccumulatorState, CheckpointStore, run_fingerprint
 from hf_sparc.attribution.collector import Collector, data_free_scores
 from hf_sparc.attribution.distributed import Shard, current_shard
+from hf_sparc.attribution.memory import MemoryPlan, parse_bytes, plan_memory
 from hf_sparc.attribution.objectives import get_objective
 from hf_sparc.attribution.offload import check_loaded, execution_device
 from hf_sparc.attribution.signals import get_method
@@ -44,6 +46,7 @@ def attribute(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 10,
     distributed: bool | None = None,
+    max_memory: int | str | None = None,
     progress: bool = True,
 ) -> Relevance:
     """Relevance of ``model``'s components for explaining its outputs on ``texts``.
@@ -84,6 +87,10 @@ def attribute(
         distributed: ``None``: when launched as several processes (``accelerate launch``,
             ``torchrun``), each attributes its share of the batches and all get the summed result
             (every process must pass the same texts). ``False``: each process works alone.
+        max_memory: A budget for the whole run, model included (bytes or ``"8GB"``/``"7.5GiB"``):
+            hf_sparc picks float64 or float32 accumulators, gradient checkpointing and passes over
+            layer groups to fit it, logs its plan (logger ``hf_sparc``) and raises ``MemoryError``
+            when it cannot (:mod:`hf_sparc.attribution.memory`). ``None``: float64, one pass.
         progress: Show a tqdm bar (first process only; also silenced by transformers' setting).
 
     Returns:
@@ -100,12 +107,43 @@ def attribute(
     samples = tokenize(prepared, tokenizer, max_length=max_length, text_column=text_column,
                        require_explained=require_explained)  # fmt: skip
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    plan = _memory_plan(run, samples, batch_size, max_memory)
+    if plan.accumulator != torch.float64:  # recorded (and fingerprinted) only when it changes the sums
+        run = dataclasses.replace(run, settings={**run.settings, "accumulator": "float32"})
     shard = current_shard(distributed)
-    store, state = _resume(run, samples, pad_id, shard, checkpoint_dir, checkpoint_every)
-    collector = Collector(run.base, run.spec, level, run.method.signal, run.targets, absolute, state.sums)
-    options = dict(batch_size=batch_size, pad_id=pad_id, gradient_checkpointing=gradient_checkpointing)
-    stream_batches(run, samples, collector, state, shard=shard, store=store, progress=progress, **options)
-    return _result(run, state, shard, collector, samples)
+    options = dict(batch_size=batch_size, pad_id=pad_id,
+                   gradient_checkpointing=gradient_checkpointing or plan.gradient_checkpointing)  # fmt: skip
+    parts = []
+    for number, group in enumerate(plan.groups):
+        part = (
+            run
+            if len(plan.groups) == 1
+            else dataclasses.replace(run, targets={n: run.targets[n] for n in group})
+        )
+        directory = (
+            checkpoint_dir
+            if checkpoint_dir is None or len(plan.groups) == 1
+            else f"{checkpoint_dir}/group-{number}"
+        )
+        store, state = _resume(part, samples, pad_id, shard, directory, checkpoint_every)
+        collector = Collector(part.base, part.spec, level, part.method.signal, part.targets, absolute,
+                              state.sums, dtype=plan.accumulator)  # fmt: skip
+        stream_batches(
+            part, samples, collector, state, shard=shard, store=store, progress=progress, **options
+        )
+        parts.append(_result(part, state, shard, collector, samples))
+    if len(parts) == 1:
+        return parts[0]
+    scores = {name: parts[i][name] for i, group in enumerate(plan.groups) for name in group}
+    return Relevance({name: scores[name] for name in run.targets}, parts[0].info)
+
+
+def _memory_plan(run: AttributionRun, samples: list[Sample], batch_size: int, max_memory) -> MemoryPlan:
+    budget = None if max_memory is None else parse_bytes(max_memory)
+    longest = max((len(s.input_ids) for s in samples), default=1)
+    layers = sum(1 for _ in decoder_layers(run.base, run.spec))
+    targets = run.targets if run.level != "token" else {}
+    return plan_memory(run.base, targets, run.level, batch_size * longest, layers, budget)
 
 
 def _check_positive(name: str, value: int) -> None:

@@ -141,7 +141,7 @@ def _pass(
 ) -> None:
     """One batch forward (and backward): the collector's hooks add to its sums on the way."""
     real = batch.attention_mask.bool()
-    collector.select = None if bool(real.all()) else real
+    collector.start_batch(None if bool(real.all()) else real)
     leaves.batch_size, leaves.tensors = batch.input_ids.shape[0], []
     needs_gradient = run.method.needs_gradient
     with torch.set_grad_enabled(needs_gradient):

@@ -206,7 +206,7 @@ def add_attribution_options(parser: argparse.ArgumentParser, extra_methods: tupl
 
 
 def add_scaling_options(parser: argparse.ArgumentParser) -> None:
-    """``--gradient-checkpointing/--checkpoint-dir/--checkpoint-every`` (see README, Scaling);
+    """``--gradient-checkpointing/--checkpoint-dir/--checkpoint-every/--max-memory`` (see README, Scaling);
     pass them on with :func:`scaling_options`."""
     group = parser.add_argument_group("scaling")
     group.add_argument(
@@ -214,6 +214,11 @@ def add_scaling_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--checkpoint-dir", default=None, help="save attribution state there; rerun to resume")
     group.add_argument("--checkpoint-every", type=int, default=10, help="batches between two state saves")
+    group.add_argument(
+        "--max-memory",
+        default=None,
+        help="memory budget of attribution, e.g. 8GB (plans accumulators/passes)",
+    )
 
 
 def scaling_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,6 +228,7 @@ def scaling_options(args: argparse.Namespace) -> dict[str, Any]:
         "gradient_checkpointing": args.gradient_checkpointing,
         "checkpoint_dir": args.checkpoint_dir,
         "checkpoint_every": args.checkpoint_every,
+        "max_memory": args.max_memory,
     }
 
 

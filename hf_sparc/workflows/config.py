@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_sparc._files import atomic_write
+from hf_sparc.attribution.memory import parse_bytes
 from hf_sparc.attribution.signals import get_method
 
 CONFIG_NAME = "sparc_config.json"
@@ -44,6 +45,8 @@ class SparcConfig:
             accumulators under ``checkpoint_dir/<undesired|general>`` every ``checkpoint_every``
             batches, and a restarted fit continues from them (bit-identical result).
         checkpoint_every: Batches between two saves of ``checkpoint_dir``.
+        max_memory: Memory budget of each attribution (bytes or ``"8GB"``); see
+            :func:`hf_sparc.attribute`.
         adapter_name: Name of the PEFT adapter that :meth:`SparcPruner.prune` adds.
     """
 
@@ -65,6 +68,7 @@ class SparcConfig:
     gradient_checkpointing: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every: int = 10
+    max_memory: str | None = None
     adapter_name: str = "sparc"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -75,6 +79,8 @@ class SparcConfig:
                 "level='token' scores inputs, not prunable components; use neuron, head or weight."
             )
         get_method(self.method, self.level)
+        if self.max_memory is not None:
+            parse_bytes(self.max_memory)
         if self.count is not None and self.fraction is not None:
             raise ValueError(
                 f"Give count or fraction, not both (count={self.count}, fraction={self.fraction})."

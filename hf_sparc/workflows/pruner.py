@@ -114,6 +114,7 @@ class SparcPruner(TrainerCallback, ExportableState):
                 gradient_checkpointing=c.gradient_checkpointing,
                 checkpoint_dir=None if c.checkpoint_dir is None else os.path.join(c.checkpoint_dir, role),
                 checkpoint_every=c.checkpoint_every,
+                max_memory=c.max_memory,
             )
         if not self.relevance:  # data-free methods (magnitude, random) score the weights alone
             self.relevance["general"] = attribute(

@@ -16,7 +16,7 @@ from hf_sparc.architectures import ArchitectureSpec
 class Accumulator(Protocol):
     """What a streamed signal's hooks use (implemented by
     :class:`~hf_sparc.attribution.collector.Collector`): the model, the level, the current batch's
-    real-token selection and the float64 sums."""
+    real-token selection and the sums."""
 
     model: nn.Module
     spec: ArchitectureSpec
@@ -25,6 +25,8 @@ class Accumulator(Protocol):
     select: torch.Tensor | None
 
     def add(self, name: str, value: torch.Tensor) -> None: ...
+
+    def shared(self, tensor: torch.Tensor, reduce) -> torch.Tensor: ...
 
     def tokens(self, tensor: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor: ...
 

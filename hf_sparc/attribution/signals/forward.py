@@ -42,7 +42,11 @@ class WandaSignal(StreamedSignal):
 
     def attach(self, collector: Accumulator, name: str, module: nn.Module) -> RemovableHandle:
         def squared_inputs(_module, inputs) -> None:
-            collector.add(name, collector.tokens(inputs[0], collector.select).pow(2).sum(0))
+            # projections fed the same input (q/k/v, gate/up) reduce it once
+            squares = collector.shared(
+                inputs[0], lambda x: collector.tokens(x, collector.select).pow(2).sum(0)
+            )
+            collector.add(name, squares)
 
         return module.register_forward_pre_hook(squared_inputs, prepend=True)
 

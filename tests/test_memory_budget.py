@@ -1,0 +1,106 @@
+"""Attribution under a memory budget (hf_sparc.attribution.memory): the plan, and that a budgeted
+run gives the unbudgeted run's relevance."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from conftest import TEXTS, make_model, make_tokenizer
+
+import hf_sparc
+from hf_sparc.architectures import get_architecture
+from hf_sparc.attribution.memory import parse_bytes, plan_memory
+from hf_sparc.attribution.targets import resolve_targets
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("8GB", 8 * 10**9), ("7.5GiB", int(7.5 * 2**30)), ("512 mb", 512 * 10**6), (4096, 4096), ("100", 100)],
+)
+def test_sizes_parse(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["8 apples", "-1GB", 0, "GB", True])
+def test_bad_sizes_are_refused(bad):
+    with pytest.raises(ValueError, match="max_memory"):
+        parse_bytes(bad)
+
+
+def _weight_targets(model):
+    return resolve_targets(model, get_architecture(model), "weight", None)
+
+
+def test_plan_tightens_step_by_step_and_refuses_what_cannot_fit():
+    model = make_model("llama")
+    targets = _weight_targets(model)
+    unbounded = plan_memory(model, targets, "weight", tokens=64, layers=2, budget=None)
+    assert unbounded.accumulator == torch.float64 and len(unbounded.groups) == 1
+    plans = [plan_memory(model, targets, "weight", 64, 2, int(unbounded.estimate * f)) for f in (1.0, 0.75)]
+    assert plans[0].accumulator == torch.float64
+    assert plans[1].accumulator == torch.float32  # float32 halves the accumulators
+    # shrink until the targets must be split over passes, then until nothing fits
+    budget, seen_groups = unbounded.estimate, 1
+    while True:
+        budget = int(budget * 0.9)
+        try:
+            plan = plan_memory(model, targets, "weight", 64, 2, budget)
+        except MemoryError as error:
+            assert "cannot be met" in str(error) and "GB" in str(error)
+            break
+        assert plan.estimate <= budget
+        assert sorted(n for g in plan.groups for n in g) == sorted(targets)  # every target, once
+        seen_groups = max(seen_groups, len(plan.groups))
+    assert seen_groups > 1
+
+
+def test_budgeted_run_equals_the_unbudgeted_one_and_says_what_it_chose(caplog):
+    model, tokenizer = make_model("llama"), make_tokenizer()
+    free = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight", batch_size=3, progress=False)
+    targets = _weight_targets(model)
+    longest = max(len(tokenizer(t)["input_ids"]) for t in TEXTS)
+    budget = plan_memory(model, targets, "weight", 3 * longest, 2, None).estimate
+    while len(plan_memory(model, targets, "weight", 3 * longest, 2, budget).groups) < 2:
+        budget = int(budget * 0.95)
+    with caplog.at_level(logging.INFO, logger="hf_sparc"):
+        bounded = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight", batch_size=3,
+                                     progress=False, max_memory=budget)  # fmt: skip
+    assert (
+        "float32 accumulators, gradient checkpointing" in caplog.text
+        and "passes over the data" in caplog.text
+    )
+    assert list(bounded) == list(free) and bounded.info.settings["accumulator"] == "float32"
+    for name in free:
+        # float32 sums of a few fp32 batch contributions: equal up to fp32 rounding
+        torch.testing.assert_close(
+            bounded[name], free[name], rtol=1e-5, atol=1e-6 * float(free[name].abs().max())
+        )
+    for count in (1, 10, 100):
+        top_free = hf_sparc.select(free, count=count)
+        top_bounded = hf_sparc.select(bounded, count=count)
+        assert all(torch.equal(top_free[n], top_bounded[n]) for n in top_free)
+
+
+def test_budget_from_the_pruner_config_and_cli_is_checked_early():
+    with pytest.raises(ValueError, match="max_memory"):
+        hf_sparc.SparcConfig(count=1, max_memory="lots")
+    from hf_sparc.cli import build_parser
+    from hf_sparc.cli._common import scaling_options
+
+    args = build_parser().parse_args(["attribute", "--model", "m", "--output", "o", "--max-memory", "2GB"])
+    assert scaling_options(args)["max_memory"] == "2GB"
+
+
+def test_float32_accumulators_hold_copies_in_float32():
+    from hf_sparc.attribution.collector import Collector
+
+    model = make_model("llama")
+    collector = Collector(model, get_architecture(model), "neuron", None, {}, False, dtype=torch.float32)
+    shared = torch.ones(3)
+    collector.add("a", shared)
+    collector.add("b", shared)  # the same tensor for two targets (Wanda's shared inputs)
+    collector.add("a", shared)
+    assert collector.sums["a"].dtype == torch.float32 and collector.sums["a"].tolist() == [2.0] * 3
+    assert collector.sums["b"].tolist() == [1.0] * 3 and shared.tolist() == [1.0] * 3
