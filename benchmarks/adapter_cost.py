@@ -92,9 +92,9 @@ def main() -> None:
         if args.model is None:
             model.save_pretrained(base_dir)
         print(f"torch {torch.__version__}, {args.threads} thread(s), model {args.model or 'random'}")
-        print(
-            f"{'neurons':>8}{'batch':>6}{'bytes':>8}{'limit':>8}{'tok/s':>8}" f"{'adapter':>9}{'ratio':>7}{'load +s':>9}"
-        )
+        columns = (("neurons", 8), ("batch", 6), ("bytes", 8), ("limit", 8), ("tok/s", 8), ("adapter", 9))
+        columns += (("ratio", 7), ("load +s", 9))
+        print("".join(f"{name:>{width}}" for name, width in columns))
         base_load = load_seconds(base_dir, None, args.repeats)
         for count in args.count:
             masks = hf_sparc.select(relevance, count=count)

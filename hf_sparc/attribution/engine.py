@@ -87,10 +87,8 @@ def attribute(
         distributed: ``None``: when launched as several processes (``accelerate launch``,
             ``torchrun``), each attributes its share of the batches and all get the summed result
             (every process must pass the same texts). ``False``: each process works alone.
-        max_memory: A budget for the whole run, model included (bytes or ``"8GB"``/``"7.5GiB"``):
-            hf_sparc picks float64 or float32 accumulators, gradient checkpointing and passes over
-            layer groups to fit it, logs its plan (logger ``hf_sparc``) and raises ``MemoryError``
-            when it cannot (:mod:`hf_sparc.attribution.memory`). ``None``: float64, one pass.
+        max_memory: Budget of the whole run, model included (bytes or ``"8GB"``): planned, logged or
+            refused with ``MemoryError`` by :mod:`hf_sparc.attribution.memory`. ``None``: float64.
         progress: Show a tqdm bar (first process only; also silenced by transformers' setting).
 
     Returns:
@@ -102,35 +100,29 @@ def attribute(
     if not run.method.needs_data:
         scores = data_free_scores(run.base, level, run.method.signal, run.targets, seed)
         return Relevance(scores, run.info(0, 0))
-    require_explained = run.method.needs_gradient and run.objective.per_token
-    prepared = run.objective.prepare(texts, tokenizer)
-    samples = tokenize(prepared, tokenizer, max_length=max_length, text_column=text_column,
-                       require_explained=require_explained)  # fmt: skip
-    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
-    plan = _memory_plan(run, samples, batch_size, max_memory)
-    if plan.accumulator != torch.float64:  # recorded (and fingerprinted) only when it changes the sums
-        run = dataclasses.replace(run, settings={**run.settings, "accumulator": "float32"})
-    shard = current_shard(distributed)
-    options = dict(batch_size=batch_size, pad_id=pad_id,
-                   gradient_checkpointing=gradient_checkpointing or plan.gradient_checkpointing)  # fmt: skip
+    samples = tokenize(run.objective.prepare(texts, tokenizer), tokenizer, max_length=max_length,
+                       text_column=text_column, require_explained=run.explains_tokens)  # fmt: skip
+    run, plan = _memory_plan(run, samples, batch_size, max_memory)
+    pad_id, checkpointing = getattr(tokenizer, "pad_token_id", None) or 0, gradient_checkpointing
+    options = dict(batch_size=batch_size, pad_id=pad_id, progress=progress,
+                   gradient_checkpointing=checkpointing or plan.gradient_checkpointing)  # fmt: skip
+    store = dict(directory=checkpoint_dir, every=checkpoint_every)
+    return _run_groups(run, plan, samples, current_shard(distributed), absolute, store, options)
+
+
+def _run_groups(run, plan: MemoryPlan, samples, shard: Shard, absolute: bool, store: dict, options: dict):
+    """Stream the data once per target group of ``plan``; the groups' scores in the targets' order."""
     parts = []
     for number, group in enumerate(plan.groups):
-        part = (
-            run
-            if len(plan.groups) == 1
-            else dataclasses.replace(run, targets={n: run.targets[n] for n in group})
-        )
-        directory = (
-            checkpoint_dir
-            if checkpoint_dir is None or len(plan.groups) == 1
-            else f"{checkpoint_dir}/group-{number}"
-        )
-        store, state = _resume(part, samples, pad_id, shard, directory, checkpoint_every)
-        collector = Collector(part.base, part.spec, level, part.method.signal, part.targets, absolute,
+        single = len(plan.groups) == 1
+        part = run if single else dataclasses.replace(run, targets={n: run.targets[n] for n in group})
+        directory = store["directory"]
+        if directory is not None and not single:
+            directory = f"{directory}/group-{number}"
+        checkpoints, state = _resume(part, samples, options["pad_id"], shard, directory, store["every"])
+        collector = Collector(part.base, part.spec, run.level, part.method.signal, part.targets, absolute,
                               state.sums, dtype=plan.accumulator)  # fmt: skip
-        stream_batches(
-            part, samples, collector, state, shard=shard, store=store, progress=progress, **options
-        )
+        stream_batches(part, samples, collector, state, shard=shard, store=checkpoints, **options)
         parts.append(_result(part, state, shard, collector, samples))
     if len(parts) == 1:
         return parts[0]
@@ -138,12 +130,17 @@ def attribute(
     return Relevance({name: scores[name] for name in run.targets}, parts[0].info)
 
 
-def _memory_plan(run: AttributionRun, samples: list[Sample], batch_size: int, max_memory) -> MemoryPlan:
+def _memory_plan(run: AttributionRun, samples: list[Sample], batch_size: int, max_memory):
+    """``(run, plan)``: the plan for ``max_memory``; float32 accumulators are recorded in the run's
+    settings (and so in checkpoint fingerprints), float64 ones are not (results as before)."""
     budget = None if max_memory is None else parse_bytes(max_memory)
     longest = max((len(s.input_ids) for s in samples), default=1)
     layers = sum(1 for _ in decoder_layers(run.base, run.spec))
     targets = run.targets if run.level != "token" else {}
-    return plan_memory(run.base, targets, run.level, batch_size * longest, layers, budget)
+    plan = plan_memory(run.base, targets, run.level, batch_size * longest, layers, budget)
+    if plan.accumulator != torch.float64:
+        run = dataclasses.replace(run, settings={**run.settings, "accumulator": "float32"})
+    return run, plan
 
 
 def _check_positive(name: str, value: int) -> None:

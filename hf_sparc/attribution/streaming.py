@@ -53,6 +53,11 @@ class AttributionRun:
     settings: dict[str, Any]
 
     @property
+    def explains_tokens(self) -> bool:
+        """Whether every sample needs explained tokens (gradient methods with per-token objectives)."""
+        return self.method.needs_gradient and self.objective.per_token
+
+    @property
     def model_name(self) -> str:
         return str(getattr(self.base.config, "_name_or_path", ""))
 
