@@ -1,0 +1,200 @@
+"""Attribution cost against model size: random-init Llama models of real shapes, side by side.
+
+    python benchmarks/scale.py --shapes smollm2-135m tinyllama-1.1b --record docs/results/scale.json
+    python benchmarks/scale.py --shapes tinyllama-1.1b --dtype bfloat16
+    python benchmarks/scale.py --device cuda --shapes tinyllama-1.1b openllama-3b   # the same on a GPU
+
+Per shape, each case in a fresh process (clean peak memory): ``train_step`` (forward + backward with
+parameter gradients and the full-vocabulary loss), ``forward``, ``lrp_neuron``, ``lrp_weight``
+(float64 accumulators, the default), ``lrp_weight_budget`` (``max_memory`` = ``--budget`` × the
+train step's peak: the planner's choice), ``wanda_weight``. Reported: CPU seconds per token
+(``--device cpu``; CUDA: wall seconds after synchronize) and peak memory (CPU: max RSS of the
+process, model included; CUDA: max allocated). The budgeted run's relevance is compared with the
+unbudgeted one on two modules (first and last layer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import peak_rss_mb, random_texts, run_isolated, timed
+
+import hf_sparc
+
+SHAPES = {
+    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True),
+    "tinyllama-1.1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                           num_attention_heads=32, num_key_value_heads=4, tie_word_embeddings=False),
+    "openllama-3b": dict(vocab_size=32000, hidden_size=3200, intermediate_size=8640, num_hidden_layers=26,
+                         num_attention_heads=32, num_key_value_heads=32, tie_word_embeddings=False),
+}  # fmt: skip
+CASES = ("train_step", "forward", "lrp_neuron", "lrp_weight", "lrp_weight_budget", "wanda_weight")
+
+
+def _model(shape: str, dtype: torch.dtype, device: str):
+    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=2048)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def _peak(device: str) -> float:
+    return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
+
+
+def run_case(case: str, args) -> dict:
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    model = _model(args.shape, dtype, args.device)
+    texts = random_texts(args.batch_size, args.seq_len, model.config.vocab_size)
+    batch = torch.tensor([t["input_ids"] for t in texts], device=args.device)
+    tokens = args.batch_size * args.seq_len
+    options = dict(batch_size=args.batch_size, max_length=args.seq_len, progress=False)
+    saved = {}
+
+    def sync():
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    if case == "train_step":
+        model.train()
+
+        def work():
+            model.zero_grad(set_to_none=True)
+            model(input_ids=batch, labels=batch).loss.backward()
+            sync()
+    elif case == "forward":
+
+        def work():
+            with torch.inference_mode():
+                model(input_ids=batch)
+            sync()
+    else:
+        method, level = case.split("_")[:2]
+        if case.endswith("budget"):
+            options["max_memory"] = int(args.budget_bytes)
+
+        def work():
+            relevance = hf_sparc.attribute(model, texts, method=method, level=level, **options)
+            sync()
+            if level == "weight" and method == "lrp":
+                names = list(relevance)
+                saved.update({n: relevance[n].float().cpu() for n in (names[0], names[-1])})
+
+    seconds = timed(work, args.repeats, warm_up=False)
+    if saved:
+        torch.save(saved, Path(args.out) / f"{case}.pt")
+    n_weights = sum(p.numel() for p in model.parameters())
+    return {"case": case, "shape": args.shape, "dtype": args.dtype, "parameters": n_weights, "tokens": tokens,
+            "seconds": seconds["wall" if args.device == "cuda" else "cpu"], "wall": seconds["wall"],
+            "seconds_per_token": seconds["wall" if args.device == "cuda" else "cpu"] / tokens,
+            "peak_mb": _peak(args.device), "budget_bytes": options.get("max_memory")}  # fmt: skip
+
+
+def _compare(out: Path) -> dict:
+    free, bounded = torch.load(out / "lrp_weight.pt"), torch.load(out / "lrp_weight_budget.pt")
+    result = {}
+    for name in free:
+        a, b = free[name].flatten(), bounded[name].flatten()
+        k = max(1, a.numel() // 1000)
+        top_a, top_b = set(a.topk(k).indices.tolist()), set(b.topk(k).indices.tolist())
+        result[name] = {"bitwise_equal": bool(torch.equal(a, b)),
+                        "max_relative_difference": float((a - b).abs().max() / a.abs().max()),
+                        "top_0.1%_overlap": len(top_a & top_b) / k}  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--shapes", nargs="+", choices=list(SHAPES), default=["smollm2-135m", "tinyllama-1.1b"]
+    )
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--budget", type=float, default=0.5, help="max_memory as a share of the train step's peak"
+    )
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--record", default=None)
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--budget-bytes", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args)))
+        return
+    rows, comparisons = [], {}
+    forwarded = ("dtype", "device", "batch_size", "seq_len", "repeats", "threads")
+    common = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in forwarded]
+    for shape in args.shapes:
+        with tempfile.TemporaryDirectory() as out:
+            results = {}
+            for case in args.cases:
+                extra = [f"--shape={shape}", f"--out={out}"]
+                if case == "lrp_weight_budget":
+                    budget = args.budget * results["train_step"]["peak_mb"] * 2**20
+                    extra.append(f"--budget-bytes={budget}")
+                try:
+                    results[case] = run_isolated(__file__, case, common + extra)
+                except Exception as error:  # a case that does not fit is a result too
+                    results[case] = {"case": case, "shape": shape, "error": str(error)[-500:]}
+                print(json.dumps(results[case]), flush=True)
+            if {"lrp_weight", "lrp_weight_budget"} <= {c for c, r in results.items() if "error" not in r}:
+                comparisons[shape] = _compare(Path(out))
+                print(json.dumps(comparisons[shape]), flush=True)
+            rows.extend(results.values())
+    _print(rows)
+    if args.record:
+        from hf_sparc.reports.render import provenance
+
+        record = {**provenance(), "settings": vars(args), "rows": rows, "budget_vs_free": comparisons,
+                  "slopes": _slopes(rows)}  # fmt: skip
+        Path(args.record).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _slopes(rows: list[dict]) -> dict:
+    """Log-log slope of seconds per token and peak memory against parameters, per case (2+ shapes)."""
+    slopes = {}
+    for case in CASES:
+        points = [(r["parameters"], r) for r in rows if r.get("case") == case and "error" not in r]
+        if len(points) >= 2:
+            (p0, r0), (p1, r1) = points[0], points[-1]
+            span = math.log(p1 / p0)
+            slopes[case] = {"time": math.log(r1["seconds_per_token"] / r0["seconds_per_token"]) / span,
+                            "memory": math.log(r1["peak_mb"] / r0["peak_mb"]) / span}  # fmt: skip
+    return slopes
+
+
+def _print(rows: list[dict]) -> None:
+    print(f"\n{'shape':<16}{'case':<20}{'params':>10}{'s/token':>10}{'peak MB':>10}{'vs train step':>15}")
+    train = {r["shape"]: r for r in rows if r.get("case") == "train_step" and "error" not in r}
+    for r in rows:
+        if "error" in r:
+            print(f"{r['shape']:<16}{r['case']:<20}  failed: {r['error'][-80:]}")
+            continue
+        ratio = r["peak_mb"] / train[r["shape"]]["peak_mb"] if r["shape"] in train else float("nan")
+        print(f"{r['shape']:<16}{r['case']:<20}{r['parameters'] / 1e6:>9.0f}M{r['seconds_per_token']:>10.4f}"
+              f"{r['peak_mb']:>10.0f}{ratio:>15.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
