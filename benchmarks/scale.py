@@ -169,6 +169,25 @@ def main() -> None:
         record = {**provenance(), "settings": vars(args), "rows": rows, "budget_vs_free": comparisons,
                   "slopes": _slopes(rows)}  # fmt: skip
         Path(args.record).write_text(json.dumps(record, indent=2) + "\n")
+        _plot(rows).savefig(Path(args.record).with_suffix(".png"), dpi=120, bbox_inches="tight")
+
+
+def _plot(rows: list[dict]):
+    """Seconds per token and peak memory against parameters, log-log, one line per case."""
+    from hf_sparc.reports.writer import new_figure
+
+    figure, (time_axis, memory_axis) = new_figure(10, 4, ncols=2)
+    for case in CASES:
+        points = sorted((r["parameters"], r) for r in rows if r.get("case") == case and "error" not in r)
+        if points:
+            sizes = [p for p, _ in points]
+            time_axis.plot(sizes, [r["seconds_per_token"] for _, r in points], marker="o", label=case)
+            memory_axis.plot(sizes, [r["peak_mb"] for _, r in points], marker="o", label=case)
+    for axis, label in ((time_axis, "seconds per token"), (memory_axis, "peak memory (MB)")):
+        axis.set(xscale="log", yscale="log", xlabel="parameters", ylabel=label)
+        axis.grid(True, which="both", alpha=0.3)
+    time_axis.legend(fontsize=7)
+    return figure
 
 
 def _slopes(rows: list[dict]) -> dict:

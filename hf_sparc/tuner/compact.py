@@ -87,6 +87,9 @@ def expand_fields(modules: dict, shapes: dict, mask_templates: dict, digests: di
     """The per-module fields (``module_counts``, ``module_shapes``, ``mask_modules``,
     ``module_digests``) of a compact config."""
     counts, module_shapes, masks_of, module_digests = {}, {}, {}, {}
+    for name, table in (("shapes", shapes), ("mask_templates", mask_templates), ("digests", digests)):
+        if set(table) - set(modules):
+            raise ValueError(f"SPARC adapter config: {name} names groups missing from modules.")
     for template, layers in modules.items():
         if template not in shapes:
             raise ValueError(f"SPARC adapter config: modules group {template!r} has no entry in shapes.")

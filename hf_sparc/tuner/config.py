@@ -195,6 +195,8 @@ class SparcAdapterConfig(PeftConfig):
 
     def __post_init__(self) -> None:
         _check_types(self)
+        if not self.modules and (self.shapes or self.mask_templates or self.digests):
+            raise ValueError("SPARC adapter config has shapes or digests without modules.")
         if self.modules:
             if self.module_counts or self.module_shapes or self.mask_modules or self.module_digests:
                 raise ValueError("SPARC adapter config mixes the compact and the per-module layout.")

@@ -120,20 +120,22 @@ def test_no_loader_ever_unpickles(saved: Saved, tmp_path: Path) -> None:
 
 # -- malformed adapter_config.json ---------------------------------------------------------------
 MODULE = "model.layers.0.mlp.up_proj"
+GROUP = "model.layers.{}.mlp.up_proj"  # the compact config's template of MODULE
 CONFIG_DAMAGE: dict[str, tuple[Callable[[dict], Any], str]] = {
     "missing level": (lambda c: c.pop("level"), "no level"),
-    "missing module_shapes": (lambda c: c.pop("module_shapes"), "module_shapes"),
-    "missing module_counts": (lambda c: c.pop("module_counts"), "module_counts"),
+    "missing shapes": (lambda c: c.pop("shapes"), "shapes"),
+    "missing modules": (lambda c: c.pop("modules"), "without modules"),
     "level not a string": (lambda c: c.update(level=1), "level"),
     "unknown level": (lambda c: c.update(level="row"), "level"),
-    "shapes a list": (lambda c: c.update(module_shapes=list(c["module_shapes"])), "module_shapes"),
-    "shape of strings": (lambda c: c["module_shapes"].update({MODULE: ["64", "32"]}), "module_shapes"),
-    "count a string": (lambda c: c["module_counts"].update({MODULE: "5"}), "module_counts"),
-    "negative count": (lambda c: c["module_counts"].update({MODULE: -1}), "module_counts"),
+    "shapes a list": (lambda c: c.update(shapes=list(c["shapes"])), "shapes"),
+    "shape of strings": (lambda c: c["shapes"].update({GROUP: ["64", "32"]}), "shapes"),
+    "count a string": (lambda c: c["modules"][GROUP].update({"0": "5"}), "modules"),
+    "negative count": (lambda c: c["modules"][GROUP].update({"0": -1}), "modules"),
     "num_heads a string": (lambda c: c.update(num_heads="4"), "num_heads"),
     "target_modules a number": (lambda c: c.update(target_modules=5), "target_modules"),
     "provenance a list": (lambda c: c.update(provenance=[]), "provenance"),
-    "digests for other modules": (lambda c: c["module_digests"].update(x="0"), "module_digests"),
+    "digests for other modules": (lambda c: c["digests"].update(x="0" * 8), "digests"),
+    "per-module fields beside compact ones": (lambda c: c.update(module_counts={MODULE: 1}), "mixes"),
     "extra key": (lambda c: c.update(invert_masks=True), "unknown field"),
     "unknown peft_type": (lambda c: c.update(peft_type="FOO"), "FOO"),
     "other peft_type": (lambda c: c.update(peft_type="LORA"), "LORA"),
