@@ -123,10 +123,9 @@ def plan_memory(
         return MemoryPlan(torch.float64, False, everything, peak(8, False, everything))
     candidates = [(torch.float64, 8, False), (torch.float32, 4, False), (torch.float32, 4, True)]
     for dtype, size, checkpointing in candidates:
-        if peak(size, checkpointing, everything) <= budget:
-            return _chosen(
-                MemoryPlan(dtype, checkpointing, everything, peak(size, checkpointing, everything))
-            )
+        estimate = peak(size, checkpointing, everything)
+        if estimate <= budget:
+            return _chosen(MemoryPlan(dtype, checkpointing, everything, estimate))
     by_layer = _layer_groups(targets)
     fixed = peak(4, True, ())
     room = budget - fixed
