@@ -70,6 +70,12 @@ class RelevanceInfo:
             raise ValueError("RelevanceInfo.token_counts must hold non-negative ints.")
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` holds no NaN or Inf. A finite sum implies it (NaN and Inf propagate) and
+    costs one pass; only a non-finite sum (or an overflowing one) needs the element-wise check."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
 def _check_scores(name: str, tensor: Any) -> None:
     """Refuse scores no ranking can use, naming the module: non-tensors, non-float, NaN or Inf.
 
@@ -80,8 +86,7 @@ def _check_scores(name: str, tensor: Any) -> None:
         raise ValueError(f"Relevance of {name} must be a tensor, got {type(tensor).__name__}.")
     if not tensor.dtype.is_floating_point:
         raise ValueError(f"Relevance of {name} must be floating point, got dtype {tensor.dtype}.")
-    finite = torch.isfinite(tensor)
-    if not bool(finite.all()):
+    if not all_finite(tensor):
         n_nan, n_inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
         raise ValueError(
             f"Relevance of {name} contains {n_nan} NaN and {n_inf} Inf value(s) (of {tensor.numel()}): "

@@ -18,7 +18,7 @@ from torch import nn
 
 from hf_sparc.architectures import geometry, unwrap_model
 from hf_sparc.masks import MASK_LEVELS, Masks
-from hf_sparc.relevance import Relevance
+from hf_sparc.relevance import Relevance, all_finite
 
 Keep = Literal["highest", "lowest"]
 Scope = Literal["global", "layer", "row"]
@@ -185,7 +185,7 @@ def _select(
         if scores.dim() != expected_dim:
             shape = tuple(scores.shape)
             raise ValueError(f"{rel.level}-level relevance of {name} must be {expected_dim}-D, got {shape}.")
-        if not bool(torch.isfinite(scores).all()):
+        if not all_finite(scores):
             raise ValueError(f"Relevance of {name} contains NaN or Inf; cannot rank it.")
 
     names = list(rel)

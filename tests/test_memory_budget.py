@@ -104,3 +104,44 @@ def test_float32_accumulators_hold_copies_in_float32():
     collector.add("a", shared)
     assert collector.sums["a"].dtype == torch.float32 and collector.sums["a"].tolist() == [2.0] * 3
     assert collector.sums["b"].tolist() == [1.0] * 3 and shared.tolist() == [1.0] * 3
+
+
+def test_weight_sums_grow_in_place_and_are_released_when_scored():
+    from hf_sparc.attribution.collector import Collector
+    from hf_sparc.attribution.signals import RelevanceSignal
+
+    model, module = make_model("llama"), torch.nn.Linear(4, 3, bias=False)
+    generator = torch.Generator().manual_seed(0)
+    factors = [(torch.randn(3, 5, generator=generator), torch.randn(5, 4, generator=generator))
+               for _ in range(3)]  # fmt: skip
+    for dtype in (torch.float32, torch.float64):
+        collector = Collector(model, get_architecture(model), "weight", RelevanceSignal(), {"m": module},
+                              False, dtype=dtype)  # fmt: skip
+        collector.add_matmul("m", *factors[0])
+        storage = collector.sums["m"].data_ptr()
+        for left, right in factors[1:]:
+            collector.add_matmul("m", left, right)
+        assert collector.sums["m"].dtype == dtype
+        if dtype == torch.float32:  # added in place: no weight-sized temporary per batch
+            assert collector.sums["m"].data_ptr() == storage
+        summed = sum(left.double() @ right.double() for left, right in factors)
+        expected = module.weight.detach().double() * summed
+        scores = collector.scores(n_samples=2, n_real_tokens=15)
+        assert collector.sums == {}  # released as scored: sums and scores are not held together
+        torch.testing.assert_close(scores["m"], (expected / 2).float(), rtol=1e-6, atol=1e-6)
+
+
+def test_one_batch_under_a_float32_budget_is_bitwise_the_float64_run():
+    model, tokenizer = make_model("llama"), make_tokenizer()
+    options = dict(tokenizer=tokenizer, level="weight", batch_size=len(TEXTS), progress=False)
+    free = hf_sparc.attribute(model, TEXTS, **options)
+    targets = _weight_targets(model)
+    longest = max(len(tokenizer(t)["input_ids"]) for t in TEXTS)
+    budget = plan_memory(model, targets, "weight", len(TEXTS) * longest, 2, None).estimate
+    while plan_memory(model, targets, "weight", len(TEXTS) * longest, 2, budget).accumulator == torch.float64:
+        budget = int(budget * 0.95)
+    bounded = hf_sparc.attribute(model, TEXTS, max_memory=budget, **options)
+    assert bounded.info.settings["accumulator"] == "float32"
+    # the float32 sum of one batch is its fp32 matmul, as the float64 run's is; w · Σ and the
+    # mean are formed in float64 in both, so they round identically
+    assert all(torch.equal(bounded[name], free[name]) for name in free)

@@ -121,6 +121,17 @@ def test_non_finite_scores_name_the_module(bad):
         hf_sparc.select(rel({"model.layers.0.mlp": [1, 2], "model.layers.1.mlp": [0, bad]}), count=1)
 
 
+def test_finiteness_check_is_exact_when_the_fast_sum_overflows():
+    from hf_sparc.relevance import all_finite
+
+    big = torch.full((4,), 3e38)  # finite values whose fp32 sum overflows to Inf
+    assert all_finite(big) and all_finite(torch.zeros(0))
+    assert not all_finite(torch.tensor([1.0, float("nan")]))
+    assert not all_finite(torch.tensor([float("inf"), 1.0]))
+    r = Relevance({"m": big.clone()}, RelevanceInfo("lrp", "neuron", 1, 1))  # accepted, not refused
+    assert hf_sparc.select(r, count=1)["m"].tolist() == [0]
+
+
 def test_token_level_relevance_is_refused():
     r = Relevance({"emb": torch.ones(3)}, RelevanceInfo("lrp", "token", 1, 3, token_counts=[3]))
     with pytest.raises(ValueError, match="token-level"):

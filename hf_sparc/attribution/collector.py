@@ -65,6 +65,17 @@ class Collector:
         else:
             self.sums[name] = value.to(self.dtype, copy=True)
 
+    def add_matmul(self, name: str, left: torch.Tensor, right: torch.Tensor) -> None:
+        """Add ``left @ right`` to target ``name``'s sum: in place (no temporary) into float32
+        accumulators, through one fp32 product into float64 ones."""
+        total = self.sums.get(name)
+        if total is None:
+            self.sums[name] = (left @ right).to(self.dtype)
+        elif total.dtype == left.dtype:
+            total.addmm_(left, right)
+        else:
+            total += left @ right
+
     def start_batch(self, select: torch.Tensor | None) -> None:
         """Set the real-token selection of the next forward (``None``: every token is real)."""
         self.select, self._last_shared = select, None
@@ -106,10 +117,11 @@ class Collector:
         return unit_shape(self.level, module, self.n_heads)
 
     def scores(self, n_samples: int, n_real_tokens: int) -> dict[str, torch.Tensor]:
-        """Final per-module scores after the last batch."""
-        counts, result = Counts(n_samples, n_real_tokens), {}
+        """Final per-module scores after the last batch; the sums are consumed."""
+        counts, result = Counts(n_samples, n_real_tokens, self.absolute), {}
         for name, module in self.targets.items():
-            total = self.sums.get(name)
+            # each sum is released once finished: sums and scores are not held at once
+            total = self.sums.pop(name, None)
             total = torch.zeros(self._shape(module), dtype=torch.float64) if total is None else total.cpu()
             result[name] = self.signal.finish(total, module, self.level, counts).float()
         return result

@@ -1,9 +1,11 @@
 """Planning an attribution run to a memory budget (``attribute(..., max_memory="8GB")``).
 
 What a run holds besides the model: one accumulator per scored unit (float64: 8 bytes, exact; or
-float32: 4 bytes), the activations the backward pass needs, and one transient fp32 weight-sized
-product per scored module (weight level). :func:`plan_memory` estimates these from the model's
-shape and picks, in this order, until the estimate fits:
+float32: 4 bytes), the activations the backward pass needs, and (weight level) transients the size
+of the largest scored module: a batch's fp32 product on its way into float64 accumulators (float32
+ones take it in place) and, when scores are finished, one float64 and one fp32 copy. Sums are
+released as their scores are made, so sums and scores are never held at once.
+:func:`plan_memory` estimates these from the model's shape and picks, in this order, until the estimate fits:
 
 1. float64 accumulators (exact sums: any batch order, resume and process count give bitwise the
    same fp32 result);
@@ -73,7 +75,7 @@ class _Costs:
     activations: int  # kept for the backward pass, all layers
     checkpointed: int  # the same with gradient checkpointing
     units: dict[str, int]  # accumulator entries per target
-    transient: int  # largest fp32 weight-sized temporary (weight level), else 0
+    transient: int  # largest weight-sized temporaries at once (weight level), else 0
 
 
 def _costs(model: nn.Module, targets: dict[str, nn.Module], level: str, tokens: int, layers: int) -> _Costs:
@@ -86,7 +88,8 @@ def _costs(model: nn.Module, targets: dict[str, nn.Module], level: str, tokens: 
     vocab = tokens * config.vocab_size * 4 * 2  # logits and their gradient
     n_heads = config.num_attention_heads
     units = {name: math.prod(unit_shape(level, module, n_heads)) for name, module in targets.items()}
-    transient = max((u * 4 for u in units.values()), default=0) if level == "weight" else 0
+    # finishing a module: a float64 copy of its sum and the fp32 scores (12 bytes per weight)
+    transient = max((u * 12 for u in units.values()), default=0) if level == "weight" else 0
     model_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     return _Costs(
         model=model_bytes,

@@ -26,6 +26,8 @@ class Accumulator(Protocol):
 
     def add(self, name: str, value: torch.Tensor) -> None: ...
 
+    def add_matmul(self, name: str, left: torch.Tensor, right: torch.Tensor) -> None: ...
+
     def shared(self, tensor: torch.Tensor, reduce) -> torch.Tensor: ...
 
     def tokens(self, tensor: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor: ...
@@ -37,10 +39,12 @@ class Accumulator(Protocol):
 
 @dataclass(frozen=True)
 class Counts:
-    """What the accumulated sums are divided by: reference samples and real (non-padding) tokens."""
+    """What finishing the accumulated sums needs: the reference samples and real (non-padding)
+    tokens they are divided by, and whether ``|R|`` was summed (``absolute``)."""
 
     n_samples: int
     n_real_tokens: int
+    absolute: bool = False
 
 
 class Signal(ABC):
@@ -72,7 +76,8 @@ class StreamedSignal(Signal):
 
     @abstractmethod
     def finish(self, total: torch.Tensor, module: nn.Module, level: str, counts: Counts) -> torch.Tensor:
-        """The final scores of one target from its float64 sum ``total`` (on the CPU)."""
+        """The final scores of one target from its sum ``total`` (on the CPU; float64, or float32
+        under a memory budget). ``total`` is not used afterwards: it may be changed in place."""
 
 
 class WeightSignal(Signal):

@@ -51,10 +51,11 @@ class WandaSignal(StreamedSignal):
         return module.register_forward_pre_hook(squared_inputs, prepend=True)
 
     def finish(self, total: torch.Tensor, module: nn.Module, level: str, counts: Counts) -> torch.Tensor:
-        # one per input feature; the weight-sized product stays fp32
+        # one per input feature; the weight-sized product stays fp32, formed in place
         norms = (total.float() / max(counts.n_real_tokens, 1)).sqrt()
-        weight = parameter(module).detach().cpu().float().abs()
+        weight = parameter(module).detach().cpu()
         along_inputs = [1, 1]
         along_inputs[input_dim(module)] = -1
-        score = weight * norms.view(along_inputs)
+        score = weight.abs() if weight.dtype == torch.float32 else weight.float().abs_()
+        score.mul_(norms.view(along_inputs))
         return score.sum(input_dim(module)) if level == "neuron" else score

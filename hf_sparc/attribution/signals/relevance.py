@@ -2,7 +2,8 @@
 
 LRP relevance when LRP rules are active (the rules change the gradient), Gradient×Input
 otherwise. Neurons and heads are read at their unit site; a weight's relevance is
-``w · Σ_t g_t x_t`` (its share of the output's relevance), one matmul per batch.
+``w · Σ_t g_t x_t`` (its share of the output's relevance): one matmul per batch into the
+accumulator, one product with ``w`` at the end.
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ class RelevanceSignal(StreamedSignal):
         )
 
     def finish(self, total: torch.Tensor, module: nn.Module, level: str, counts: Counts) -> torch.Tensor:
-        return total / counts.n_samples
+        # float64 whatever the accumulator: w · Σ is then exact and the mean rounds once, so a
+        # float32-accumulated run over one batch equals the float64 one bit for bit
+        total = total.double()
+        if level == "weight":
+            weight = parameter(module).detach().to(total.device)
+            total.mul_(weight.abs() if counts.absolute else weight)
+        return total.div_(counts.n_samples)
 
 
 def _observe(collector: Accumulator, name: str, site: torch.Tensor) -> None:
@@ -65,14 +72,15 @@ def _weight_hook(collector: Accumulator, name: str, module: nn.Module) -> Callab
         x, select = inputs[0], collector.select
 
         def on_grad(grad: torch.Tensor) -> None:
-            weight = parameter(module).to(grad.device).float()
             xs, gs = collector.tokens(x, select), collector.tokens(grad, select)
             if collector.absolute:
                 # Σ_t |w·g_t·x_t| = |w| · (|g|ᵀ|x|): per-token absolute weight relevance at the
                 # cost of one matmul, because each token's contribution is a rank-1 outer product.
-                xs, gs, weight = xs.abs(), gs.abs(), weight.abs()
-            outer = xs.T @ gs if transposed else gs.T @ xs
-            collector.add(name, weight * outer)
+                xs, gs = xs.abs(), gs.abs()
+            # w is the same in every batch, so it multiplies the sum once, in finish(): the
+            # batches add Σ_t g_t x_t into the accumulator without a weight-sized temporary
+            left, right = (xs.T, gs) if transposed else (gs.T, xs)
+            collector.add_matmul(name, left, right)
 
         output.register_hook(on_grad)
 
