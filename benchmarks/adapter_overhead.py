@@ -2,6 +2,8 @@
 
     python benchmarks/adapter_overhead.py                      # tiny random Llama, all levels
     python benchmarks/adapter_overhead.py --model path/to/model --level neuron --fraction 0.01
+    python benchmarks/adapter_overhead.py --model builtin --fraction 0.0003 --threads 1 \
+        --record docs/results/adapter_overhead.json
 
 Masks come from random relevance (timing does not depend on which units are pruned). Prints
 median wall time per forward and the ratios unmerged/base and merged/base.
@@ -10,6 +12,7 @@ median wall time per forward and the ratios unmerged/base and merged/base.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -54,7 +57,7 @@ def median_forward_seconds(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="local model path (default: a small random Llama)")
+    parser.add_argument("--model", help="local model path, or 'builtin' (default: a small random Llama)")
     parser.add_argument("--hidden", type=int, default=256, help="hidden size of the random Llama")
     parser.add_argument("--level", choices=["neuron", "head", "weight", "all"], default="all")
     parser.add_argument("--fraction", type=float, default=0.01, help="share of components to prune")
@@ -62,7 +65,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="sequence length")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--record", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
+    if args.model == "builtin":
+        from hf_sparc.data import default_model_path
+
+        args.model = str(default_model_path())
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -92,6 +100,7 @@ def main() -> None:
     levels = ["neuron", "head", "weight"] if args.level == "all" else [args.level]
     print(f"batch {args.batch} x {args.tokens} tokens, median of {args.repeats}")
     print(f"{'level':<8}{'pruned':>10}{'base ms':>10}{'unmerged':>11}{'merged':>10}")
+    rows = []
     for level in levels:
         relevance = random_relevance(load(), level)
         masks = hf_sparc.select(relevance, count=max(1, round(args.fraction * relevance.numel())))
@@ -99,10 +108,19 @@ def main() -> None:
         merged.merge_adapter()
         models = {"base": load(), "unmerged": hf_sparc.apply_masks(load(), masks), "merged": merged}
         t = median_forward_seconds(models, ids, args.repeats)
+        rows.append({"level": level, "pruned": masks.total(), "base_ms": 1000 * t["base"],
+                     "unmerged": t["unmerged"] / t["base"], "merged": t["merged"] / t["base"]})  # fmt: skip
         print(
             f"{level:<8}{masks.total():>10}{1000 * t['base']:>10.2f}"
             f"{t['unmerged'] / t['base']:>10.3f}x{t['merged'] / t['base']:>9.3f}x"
         )
+    if args.record:
+        from hf_sparc.reports.render import provenance
+
+        record = {**provenance(), "settings": {k: v for k, v in vars(args).items() if k != "record"},
+                  "rows": rows}  # fmt: skip
+        with open(args.record, "w") as file:
+            file.write(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

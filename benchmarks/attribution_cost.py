@@ -8,6 +8,8 @@ SmolLM2-135M's shape; ``--model DIR`` for a real checkpoint (``--model builtin``
 SmolLM2 from scripts/setup.sh).
 
     python benchmarks/attribution_cost.py --batch-size 8 --seq-len 128
+    python benchmarks/attribution_cost.py --batch-size 4 --repeats 2 --model builtin \
+        --record docs/results/attribution_cost_real.json
 
 Cases (issue "Performance and scale" targets in brackets):
 
@@ -126,6 +128,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, nargs=2, default=[32, 256], metavar=("SMALL", "LARGE"))
     parser.add_argument("--scale-seq", type=int, default=32, help="tokens per text in the n_* cases")
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--record", default=None, help="also write the results and ratios to this JSON file")
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model == "builtin":
@@ -170,9 +173,18 @@ def main() -> None:
         ("peak memory, large / small set", "n_large", "n_small", "peak_mb", "1 ± 0.1"),
     ]
     print(f"\n{'figure':<44}{'ratio':>8}  target")
+    ratios = {}
     for label, a, b, key, target in figures:
         if a in results and b in results:
-            print(f"{label:<44}{_ratio(results, a, b, key):>8.2f}  {target}")
+            ratios[label] = {"ratio": _ratio(results, a, b, key), "target": target}
+            print(f"{label:<44}{ratios[label]['ratio']:>8.2f}  {target}")
+    if args.record:
+        from hf_sparc.reports.render import provenance
+
+        settings = {k: v for k, v in vars(args).items() if k not in ("case", "record")}
+        record = {**provenance(), "settings": settings, "cases": results, "ratios": ratios}
+        with open(args.record, "w") as file:
+            file.write(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

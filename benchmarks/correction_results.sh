@@ -43,6 +43,14 @@ run sweep --behavior toxicity --level neuron --counts 35 69 138 276 552 --focus 
 # Repetition, up-projection weights (paper: ~7,000 fc1 weights = 0.03%), all weight-level controls.
 run correct --behavior repetition --level weight --target-modules up_proj --count 7000 \
     "${SMALL[@]}" --model "$MODEL" --output "$OUT/repetition-weight"
+# Repetition under the protocol (docs/RESULTS.md "Repetition, up-projection weights"): the paper's share
+# (7,000 weights) fixed beforehand; dev, then the locked test split; records under docs/results/.
+for split in dev test; do
+    run correct --behavior repetition --level weight --target-modules up_proj --count 7000 --candidates 36 \
+        --controls gradient random --random-seeds 3 --no-aura --split "$split" --model "$MODEL" \
+        --output "$OUT/repetition-weight-$split"
+    cp "$OUT/repetition-weight-$split/report.json" "docs/results/repetition_weight_$split.json"
+done
 # The same with only the repeated words explained.
 run correct --behavior repetition --level weight --target-modules up_proj --count 7000 --focus words \
     --controls gradient "${SMALL[@]}" --model "$MODEL" --output "$OUT/repetition-weight-words"

@@ -6,11 +6,12 @@
 
 Per shape, each case in a fresh process (clean peak memory): ``train_step`` (forward + backward with
 parameter gradients and the full-vocabulary loss), ``forward``, ``lrp_neuron``, ``lrp_weight``
-(float64 accumulators, the default), ``lrp_weight_budget`` (``max_memory`` = ``--budget`` × the
-train step's peak: the planner's choice), ``wanda_weight``. Reported: CPU seconds per token
-(``--device cpu``; CUDA: wall seconds after synchronize) and peak memory (CPU: max RSS of the
-process, model included; CUDA: max allocated). The budgeted run's relevance is compared with the
-unbudgeted one on two modules (first and last layer).
+(float64 accumulators, the default), ``lrp_weight_budget`` (``max_memory`` = each ``--budget``
+share × the train step's peak: the planner's choice; one row per share), ``wanda_weight``.
+Reported: CPU seconds per token (``--device cpu``; CUDA: wall seconds after
+synchronize) and peak memory (CPU: max RSS of the process, model included, from a second run of
+the case with a fixed mmap threshold; CUDA: max allocated). Each budgeted run's relevance is
+compared with the unbudgeted one on two modules (first and last layer).
 """
 
 from __future__ import annotations
@@ -93,18 +94,20 @@ def run_case(case: str, args) -> dict:
                 names = list(relevance)
                 saved.update({n: relevance[n].float().cpu() for n in (names[0], names[-1])})
 
-    seconds = timed(work, args.repeats, warm_up=False)
+    seconds = timed(work, args.repeats)
     if saved:
-        torch.save(saved, Path(args.out) / f"{case}.pt")
+        share = f"-{args.budget_share:g}" if case.endswith("budget") else ""
+        torch.save(saved, Path(args.out) / f"{case}{share}.pt")
     n_weights = sum(p.numel() for p in model.parameters())
     return {"case": case, "shape": args.shape, "dtype": args.dtype, "parameters": n_weights, "tokens": tokens,
             "seconds": seconds["wall" if args.device == "cuda" else "cpu"], "wall": seconds["wall"],
             "seconds_per_token": seconds["wall" if args.device == "cuda" else "cpu"] / tokens,
-            "peak_mb": _peak(args.device), "budget_bytes": options.get("max_memory")}  # fmt: skip
+            "peak_mb": _peak(args.device), "budget_bytes": options.get("max_memory"),
+            "budget_share": args.budget_share if case.endswith("budget") else None}  # fmt: skip
 
 
-def _compare(out: Path) -> dict:
-    free, bounded = torch.load(out / "lrp_weight.pt"), torch.load(out / "lrp_weight_budget.pt")
+def _compare(out: Path, share: float) -> dict:
+    free, bounded = torch.load(out / "lrp_weight.pt"), torch.load(out / f"lrp_weight_budget-{share:g}.pt")
     result = {}
     for name in free:
         a, b = free[name].flatten(), bounded[name].flatten()
@@ -130,7 +133,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--budget", type=float, default=0.5, help="max_memory as a share of the train step's peak"
+        "--budget",
+        type=float,
+        nargs="+",
+        default=[0.5, 1.0],
+        help="max_memory as shares of the train step's peak (one lrp_weight_budget row each)",
     )
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--record", default=None)
@@ -138,6 +145,7 @@ def main() -> None:
     parser.add_argument("--shape", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--budget-bytes", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--budget-share", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args)))
@@ -148,19 +156,26 @@ def main() -> None:
     for shape in args.shapes:
         with tempfile.TemporaryDirectory() as out:
             results = {}
-            for case in args.cases:
-                extra = [f"--shape={shape}", f"--out={out}"]
-                if case == "lrp_weight_budget":
-                    budget = args.budget * results["train_step"]["peak_mb"] * 2**20
-                    extra.append(f"--budget-bytes={budget}")
+            runs = [(case, None) for case in args.cases if case != "lrp_weight_budget"]
+            if "lrp_weight_budget" in args.cases:
+                runs += [("lrp_weight_budget", share) for share in args.budget]
+            for case, share in runs:
+                key, extra = (case, share), [f"--shape={shape}", f"--out={out}"]
+                if share is not None:
+                    budget = share * results["train_step", None]["peak_mb"] * 2**20
+                    extra += [f"--budget-bytes={budget}", f"--budget-share={share}"]
                 try:
-                    results[case] = run_isolated(__file__, case, common + extra)
+                    results[key] = run_isolated(__file__, case, common + extra)
                 except Exception as error:  # a case that does not fit is a result too
-                    results[case] = {"case": case, "shape": shape, "error": str(error)[-500:]}
-                print(json.dumps(results[case]), flush=True)
-            if {"lrp_weight", "lrp_weight_budget"} <= {c for c, r in results.items() if "error" not in r}:
-                comparisons[shape] = _compare(Path(out))
-                print(json.dumps(comparisons[shape]), flush=True)
+                    detail = getattr(error, "stderr", None) or str(error)  # the child's traceback
+                    results[key] = {"case": case, "shape": shape, "budget_share": share,
+                                    "error": detail[-500:]}  # fmt: skip
+                print(json.dumps(results[key]), flush=True)
+            done = {key for key, r in results.items() if "error" not in r}
+            for case, share in done:
+                if case == "lrp_weight_budget" and ("lrp_weight", None) in done:
+                    comparisons[f"{shape} @ {share:g}"] = _compare(Path(out), share)
+                    print(json.dumps(comparisons[f"{shape} @ {share:g}"]), flush=True)
             rows.extend(results.values())
     _print(rows)
     if args.record:
@@ -177,14 +192,13 @@ def _plot(rows: list[dict]):
     from hf_sparc.reports.writer import new_figure
 
     figure, (time_axis, memory_axis) = new_figure(10, 4, ncols=2)
-    for case in CASES:
-        points = sorted((r["parameters"], r) for r in rows if r.get("case") == case and "error" not in r)
-        if points:
-            sizes = [p for p, _ in points]
-            time_axis.plot(sizes, [r["seconds_per_token"] for _, r in points], marker="o", label=case)
-            memory_axis.plot(sizes, [r["peak_mb"] for _, r in points], marker="o", label=case)
+    for label, points in _series(rows).items():
+        sizes = [p for p, _ in points]
+        time_axis.plot(sizes, [r["seconds_per_token"] for _, r in points], marker="o", label=label)
+        memory_axis.plot(sizes, [r["peak_mb"] for _, r in points], marker="o", label=label)
     for axis, label in ((time_axis, "seconds per token"), (memory_axis, "peak memory (MB)")):
         axis.set(xscale="log", yscale="log", xlabel="parameters", ylabel=label)
+        axis.xaxis.set_minor_formatter("")  # minor tick labels of a one-decade axis overlap
         axis.grid(True, which="both", alpha=0.3)
     time_axis.legend(fontsize=7)
     return figure
@@ -193,8 +207,7 @@ def _plot(rows: list[dict]):
 def _slopes(rows: list[dict]) -> dict:
     """Log-log slope of seconds per token and peak memory against parameters, per case (2+ shapes)."""
     slopes = {}
-    for case in CASES:
-        points = [(r["parameters"], r) for r in rows if r.get("case") == case and "error" not in r]
+    for case, points in _series(rows).items():
         if len(points) >= 2:
             (p0, r0), (p1, r1) = points[0], points[-1]
             span = math.log(p1 / p0)
@@ -203,15 +216,29 @@ def _slopes(rows: list[dict]) -> dict:
     return slopes
 
 
+def _label(row: dict) -> str:
+    share = row.get("budget_share")
+    return row["case"] if share is None else f"{row['case']} @ {share:g}"
+
+
+def _series(rows: list[dict]) -> dict[str, list[tuple[int, dict]]]:
+    """(parameters, row) per case label (budget rows by share), smallest model first; failed runs left out."""
+    series: dict[str, list[tuple[int, dict]]] = {}
+    for row in rows:
+        if "error" not in row:
+            series.setdefault(_label(row), []).append((row["parameters"], row))
+    return {label: sorted(points, key=lambda point: point[0]) for label, points in series.items()}
+
+
 def _print(rows: list[dict]) -> None:
-    print(f"\n{'shape':<16}{'case':<20}{'params':>10}{'s/token':>10}{'peak MB':>10}{'vs train step':>15}")
+    print(f"\n{'shape':<16}{'case':<26}{'params':>10}{'s/token':>10}{'peak MB':>10}{'vs train step':>15}")
     train = {r["shape"]: r for r in rows if r.get("case") == "train_step" and "error" not in r}
     for r in rows:
         if "error" in r:
-            print(f"{r['shape']:<16}{r['case']:<20}  failed: {r['error'][-80:]}")
+            print(f"{r['shape']:<16}{_label(r):<26}  failed: {r['error'][-80:]}")
             continue
         ratio = r["peak_mb"] / train[r["shape"]]["peak_mb"] if r["shape"] in train else float("nan")
-        print(f"{r['shape']:<16}{r['case']:<20}{r['parameters'] / 1e6:>9.0f}M{r['seconds_per_token']:>10.4f}"
+        print(f"{r['shape']:<16}{_label(r):<26}{r['parameters'] / 1e6:>9.0f}M{r['seconds_per_token']:>10.4f}"
               f"{r['peak_mb']:>10.0f}{ratio:>15.2f}")  # fmt: skip
 
 

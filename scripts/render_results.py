@@ -1,4 +1,4 @@
-"""Render the tables of docs/RESULTS.md and README.md from docs/results/*.json.
+"""Render the tables of docs/RESULTS.md, docs/BENCHMARKS.md and README.md from docs/results/*.json.
 
     python scripts/render_results.py           # rewrite the generated blocks in place
     python scripts/render_results.py --check   # exit 1 when a committed block differs
@@ -15,7 +15,7 @@ from pathlib import Path
 from hf_sparc.reports.render import render_file
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "RESULTS.md")
+DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "RESULTS.md", ROOT / "docs" / "BENCHMARKS.md")
 
 
 def main(argv: list[str] | None = None) -> int:

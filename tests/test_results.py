@@ -64,7 +64,7 @@ def test_committed_tables_are_what_their_records_render():
 def test_every_block_names_an_existing_record_and_view():
     blocks = [
         match.groups()
-        for doc in (ROOT / "README.md", ROOT / "docs" / "RESULTS.md")
+        for doc in (ROOT / "README.md", ROOT / "docs" / "RESULTS.md", ROOT / "docs" / "BENCHMARKS.md")
         for match in re.finditer(r"<!-- results: (\S+) (\S+) -->", doc.read_text())
     ]
     assert blocks, "RESULTS.md has generated blocks"
@@ -101,3 +101,32 @@ def test_a_record_without_outcomes_renders_its_rows(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(record))
     table = render("<!-- results: r.json rows -->\n<!-- /results -->", tmp_path)
     assert "| lrp | 0.2500 | −50.0% | 22.0000 | +10.0% |" in table
+
+
+def test_benchmark_views_render_their_records(tmp_path):
+    def row(case, shape, seconds, peak, share=None, **extra):
+        return {"case": case, "shape": shape, "seconds_per_token": seconds, "peak_mb": peak,
+                "budget_share": share, **extra}  # fmt: skip
+
+    record = {
+        "rows": [
+            row("train_step", "small", 0.01, 1000.0), row("train_step", "big", 0.1, 8000.0),
+            row("lrp_weight_budget", "small", 0.02, 900.0, 0.5),
+            {"case": "lrp_weight_budget", "shape": "big", "budget_share": 0.5, "error": "MemoryError: no"},
+        ],
+        "slopes": {"train_step": {"time": 1.0, "memory": 0.9}},
+        "budget_vs_free": {"small @ 0.5": {"m": {"bitwise_equal": True, "max_relative_difference": 0.0,
+                                                 "top_0.1%_overlap": 1.0}}},
+        "command": "benchmarks/scale.py",
+    }  # fmt: skip
+    (tmp_path / "s.json").write_text(json.dumps(record))
+    table = render("<!-- results: s.json scale -->\n<!-- /results -->", tmp_path)
+    budget = next(line for line in table.splitlines() if line.startswith("| lrp_weight_budget"))
+    assert "0.5 × train step peak" in budget and "| 900 | 0.90 |" in budget and "refused" in budget
+    assert "| 8,000 | 1.00 | 1.00 / 0.90 |" in table and "small @ 0.5: m: bitwise equal" in table
+    cost = {"ratios": {"LRP / train step time (neuron)": {"ratio": 0.456, "target": "≤ 0.5"}},
+            "cases": {"lrp_neuron": {"seconds": 3.3, "peak_mb": 454.0}}, "command": "c"}  # fmt: skip
+    (tmp_path / "c.json").write_text(json.dumps(cost))
+    text = render("<!-- results: c.json attribution_cost -->\n<!-- /results -->", tmp_path)
+    assert "| LRP / train step time (neuron) | ≤ 0.5 | 0.46 |" in text
+    assert "lrp_neuron 3.30 s / 454 MB" in text

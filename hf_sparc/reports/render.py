@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hf_sparc.reports import benchmarks
 from hf_sparc.reports.correction import correction_tables, format_p, item_means, perplexity_change
 from hf_sparc.reports.statistics import bootstrap_change, mcnemar
 
@@ -119,6 +120,7 @@ VIEWS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "headline": _headline,
     "rows": _rows,
     "scorer_check": _scorer_check,
+    **benchmarks.VIEWS,
 }
 """How a record is shown; a new kind of result is one function and one line here."""
 
