@@ -130,3 +130,14 @@ def test_benchmark_views_render_their_records(tmp_path):
     text = render("<!-- results: c.json attribution_cost -->\n<!-- /results -->", tmp_path)
     assert "| LRP / train step time (neuron) | ≤ 0.5 | 0.46 |" in text
     assert "lrp_neuron 3.30 s / 454 MB" in text
+
+
+def test_provenance_names_the_cli_not_a_local_path():
+    from hf_sparc.reports.render import provenance
+
+    assert provenance(["/home/x/hf_sparc/cli/__main__.py", "correct", "--count", "7"])["command"] == (
+        "hf-sparc correct --count 7"
+    )
+    assert provenance(["/venv/bin/hf-sparc", "evaluate"])["command"] == "hf-sparc evaluate"
+    benchmark = ["benchmarks/scale.py", "--record", "r.json"]
+    assert provenance(benchmark)["command"] == " ".join(benchmark)

@@ -42,7 +42,10 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"command": " ".join(sys.argv if argv is None else argv), "versions": versions}
+    words = list(sys.argv if argv is None else argv)
+    if words and (Path(words[0]).name == "hf-sparc" or Path(words[0]).parent.name == "cli"):
+        words[0] = "hf-sparc"  # the console script or `python -m hf_sparc.cli`, not a local path
+    return {"command": " ".join(words), "versions": versions}
 
 
 def _source(data: Mapping[str, Any]) -> str:
