@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import peak_rss_mb, random_texts, run_isolated, timed
 
 import hf_sparc
+from hf_sparc.reports.benchmarks import scale_series
 
 SHAPES = {
     "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -171,7 +172,7 @@ def main() -> None:
                     results[key] = {"case": case, "shape": shape, "budget_share": share,
                                     "error": detail[-500:]}  # fmt: skip
                 print(json.dumps(results[key]), flush=True)
-            done = {key for key, r in results.items() if "error" not in r}
+            done = [key for key, r in results.items() if "error" not in r]  # in run order
             for case, share in done:
                 if case == "lrp_weight_budget" and ("lrp_weight", None) in done:
                     comparisons[f"{shape} @ {share:g}"] = _compare(Path(out), share)
@@ -216,17 +217,12 @@ def _slopes(rows: list[dict]) -> dict:
     return slopes
 
 
-def _label(row: dict) -> str:
-    share = row.get("budget_share")
-    return row["case"] if share is None else f"{row['case']} @ {share:g}"
-
-
 def _series(rows: list[dict]) -> dict[str, list[tuple[int, dict]]]:
     """(parameters, row) per case label (budget rows by share), smallest model first; failed runs left out."""
     series: dict[str, list[tuple[int, dict]]] = {}
     for row in rows:
         if "error" not in row:
-            series.setdefault(_label(row), []).append((row["parameters"], row))
+            series.setdefault(scale_series(row), []).append((row["parameters"], row))
     return {label: sorted(points, key=lambda point: point[0]) for label, points in series.items()}
 
 
@@ -235,11 +231,11 @@ def _print(rows: list[dict]) -> None:
     train = {r["shape"]: r for r in rows if r.get("case") == "train_step" and "error" not in r}
     for r in rows:
         if "error" in r:
-            print(f"{r['shape']:<16}{_label(r):<26}  failed: {r['error'][-80:]}")
+            print(f"{r['shape']:<16}{scale_series(r):<26}  failed: {r['error'][-80:]}")
             continue
         ratio = r["peak_mb"] / train[r["shape"]]["peak_mb"] if r["shape"] in train else float("nan")
-        print(f"{r['shape']:<16}{_label(r):<26}{r['parameters'] / 1e6:>9.0f}M{r['seconds_per_token']:>10.4f}"
-              f"{r['peak_mb']:>10.0f}{ratio:>15.2f}")  # fmt: skip
+        print(f"{r['shape']:<16}{scale_series(r):<26}{r['parameters'] / 1e6:>9.0f}M"
+              f"{r['seconds_per_token']:>10.4f}{r['peak_mb']:>10.0f}{ratio:>15.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

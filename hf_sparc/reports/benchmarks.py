@@ -28,6 +28,13 @@ def attribution_cost(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) + f"\n\nCPU seconds per call / peak MB: {cases}.\n\n" + _command(data)
 
 
+def scale_series(row: Mapping[str, Any]) -> str:
+    """The series a ``benchmarks/scale.py`` row belongs to (the key of its slopes): the case, and
+    for budgeted runs the budget's share of the train step's peak."""
+    share = row.get("budget_share")
+    return row["case"] if share is None else f"{row['case']} @ {share:g}"
+
+
 def _label(row: Mapping[str, Any]) -> str:
     share = row.get("budget_share")
     return row["case"] if share is None else f"{row['case']}, max_memory = {share:g} × train step peak"
@@ -38,17 +45,17 @@ def scale(data: Mapping[str, Any]) -> str:
     step, the log-log slopes, and the budgeted runs against the unbudgeted one."""
     rows = data["rows"]
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
-    labels = list(dict.fromkeys(_label(r) for r in rows))
+    series = {scale_series(r): _label(r) for r in rows}
     train = {r["shape"]: r["peak_mb"] for r in rows if r["case"] == "train_step" and "error" not in r}
     header = ["case"] + [
         f"{s} {part}" for s in shapes for part in ("s/token", "peak MB", "peak / train step")
     ]
     lines = ["| " + " | ".join([*header, "slope time / memory"]) + " |", "|---|" + "---:|" * len(header)]
     slopes = data.get("slopes", {})
-    for label in labels:
+    for key, label in series.items():
         cells = [label]
         for shape in shapes:
-            row = next((r for r in rows if r["shape"] == shape and _label(r) == label), None)
+            row = next((r for r in rows if r["shape"] == shape and scale_series(r) == key), None)
             if row is None:
                 cells += ["–"] * 3
             elif "error" in row:
@@ -56,7 +63,7 @@ def scale(data: Mapping[str, Any]) -> str:
             else:
                 ratio = row["peak_mb"] / train[shape] if shape in train else float("nan")
                 cells += [f"{row['seconds_per_token']:.4f}", f"{row['peak_mb']:,.0f}", f"{ratio:.2f}"]
-        slope = slopes.get(label.replace(", max_memory = ", " @ ").removesuffix(" × train step peak"))
+        slope = slopes.get(key)
         cells.append("–" if slope is None else f"{slope['time']:.2f} / {slope['memory']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     for run, modules in data.get("budget_vs_free", {}).items():
