@@ -7,7 +7,9 @@
 Per shape, each case in a fresh process (clean peak memory): ``train_step`` (forward + backward with
 parameter gradients and the full-vocabulary loss), ``forward``, ``lrp_neuron``, ``lrp_weight``
 (float64 accumulators, the default), ``lrp_weight_budget`` (``max_memory`` = each ``--budget``
-share × the train step's peak: the planner's choice; one row per share), ``wanda_weight``.
+share × the train step's peak: the planner's choice; one row per share), ``lrp_weight_offload``
+(the same budgets with the weights offloaded to disk by accelerate's ``disk_offload``, so that the
+planner may hold one decoder layer's weights at a time), ``wanda_weight``.
 Reported: CPU seconds per token (``--device cpu``; CUDA: wall seconds after
 synchronize) and peak memory (CPU: max RSS of the process, model included, from a second run of
 the case with a fixed mmap threshold; CUDA: max allocated). Each budgeted run's relevance is
@@ -41,15 +43,43 @@ SHAPES = {
     "openllama-3b": dict(vocab_size=32000, hidden_size=3200, intermediate_size=8640, num_hidden_layers=26,
                          num_attention_heads=32, num_key_value_heads=32, tie_word_embeddings=False),
 }  # fmt: skip
-CASES = ("train_step", "forward", "lrp_neuron", "lrp_weight", "lrp_weight_budget", "wanda_weight")
+CASES = ("train_step", "forward", "lrp_neuron", "lrp_weight", "lrp_weight_budget", "lrp_weight_offload",
+         "wanda_weight")  # fmt: skip
+BUDGETED = ("lrp_weight_budget", "lrp_weight_offload")
+
+
+def _config(shape: str) -> LlamaConfig:
+    return LlamaConfig(**SHAPES[shape], max_position_embeddings=2048)
 
 
 def _model(shape: str, dtype: torch.dtype, device: str):
-    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=2048)
     torch.manual_seed(0)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(_config(shape), dtype=dtype)
     return model.eval()
+
+
+def _offload_directory(out: str, shape: str) -> Path:
+    return Path(out) / f"offloaded-{shape}"
+
+
+def _write_offloaded(shape: str, dtype: torch.dtype, out: str) -> None:
+    """The random model's weights as accelerate's disk-offload folder (written by the parent)."""
+    from accelerate.utils import offload_state_dict
+
+    offload_state_dict(str(_offload_directory(out, shape)), _model(shape, dtype, "cpu").state_dict())
+
+
+def _offloaded_model(shape: str, dtype: torch.dtype, device: str, out: str):
+    """The same model built without weights, which accelerate loads from disk module by module."""
+    from accelerate import disk_offload, init_empty_weights
+
+    with init_empty_weights(include_buffers=False):  # rotary buffers are computed, not stored
+        model = AutoModelForCausalLM.from_config(_config(shape), dtype=dtype)
+    directory = str(_offload_directory(out, shape))
+    model = disk_offload(model.eval(), offload_dir=directory, execution_device=device)
+    model.tie_weights()  # neither empty init nor the offload hooks keep tied embeddings tied
+    return model
 
 
 def _peak(device: str) -> float:
@@ -59,7 +89,10 @@ def _peak(device: str) -> float:
 def run_case(case: str, args) -> dict:
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    model = _model(args.shape, dtype, args.device)
+    if case == "lrp_weight_offload":
+        model = _offloaded_model(args.shape, dtype, args.device, args.out)
+    else:
+        model = _model(args.shape, dtype, args.device)
     texts = random_texts(args.batch_size, args.seq_len, model.config.vocab_size)
     batch = torch.tensor([t["input_ids"] for t in texts], device=args.device)
     tokens = args.batch_size * args.seq_len
@@ -85,7 +118,7 @@ def run_case(case: str, args) -> dict:
             sync()
     else:
         method, level = case.split("_")[:2]
-        if case.endswith("budget"):
+        if case in BUDGETED:
             options["max_memory"] = int(args.budget_bytes)
 
         def work():
@@ -97,18 +130,18 @@ def run_case(case: str, args) -> dict:
 
     seconds = timed(work, args.repeats)
     if saved:
-        share = f"-{args.budget_share:g}" if case.endswith("budget") else ""
+        share = f"-{args.budget_share:g}" if case in BUDGETED else ""
         torch.save(saved, Path(args.out) / f"{case}{share}.pt")
     n_weights = sum(p.numel() for p in model.parameters())
     return {"case": case, "shape": args.shape, "dtype": args.dtype, "parameters": n_weights, "tokens": tokens,
             "seconds": seconds["wall" if args.device == "cuda" else "cpu"], "wall": seconds["wall"],
             "seconds_per_token": seconds["wall" if args.device == "cuda" else "cpu"] / tokens,
             "peak_mb": _peak(args.device), "budget_bytes": options.get("max_memory"),
-            "budget_share": args.budget_share if case.endswith("budget") else None}  # fmt: skip
+            "budget_share": args.budget_share if case in BUDGETED else None}  # fmt: skip
 
 
-def _compare(out: Path, share: float) -> dict:
-    free, bounded = torch.load(out / "lrp_weight.pt"), torch.load(out / f"lrp_weight_budget-{share:g}.pt")
+def _compare(out: Path, case: str, share: float) -> dict:
+    free, bounded = torch.load(out / "lrp_weight.pt"), torch.load(out / f"{case}-{share:g}.pt")
     result = {}
     for name in free:
         a, b = free[name].flatten(), bounded[name].flatten()
@@ -157,9 +190,10 @@ def main() -> None:
     for shape in args.shapes:
         with tempfile.TemporaryDirectory() as out:
             results = {}
-            runs = [(case, None) for case in args.cases if case != "lrp_weight_budget"]
-            if "lrp_weight_budget" in args.cases:
-                runs += [("lrp_weight_budget", share) for share in args.budget]
+            runs = [(case, None) for case in args.cases if case not in BUDGETED]
+            runs += [(case, share) for case in BUDGETED if case in args.cases for share in args.budget]
+            if "lrp_weight_offload" in args.cases:
+                _write_offloaded(shape, getattr(torch, args.dtype), out)
             for case, share in runs:
                 key, extra = (case, share), [f"--shape={shape}", f"--out={out}"]
                 if share is not None:
@@ -174,9 +208,10 @@ def main() -> None:
                 print(json.dumps(results[key]), flush=True)
             done = [key for key, r in results.items() if "error" not in r]  # in run order
             for case, share in done:
-                if case == "lrp_weight_budget" and ("lrp_weight", None) in done:
-                    comparisons[f"{shape} @ {share:g}"] = _compare(Path(out), share)
-                    print(json.dumps(comparisons[f"{shape} @ {share:g}"]), flush=True)
+                if case in BUDGETED and ("lrp_weight", None) in done:
+                    key = scale_series({"case": f"{shape} {case}", "budget_share": share})
+                    comparisons[key] = _compare(Path(out), case, share)
+                    print(json.dumps(comparisons[key]), flush=True)
             rows.extend(results.values())
     _print(rows)
     if args.record:

@@ -3,7 +3,9 @@ run gives the unbudgeted run's relevance."""
 
 from __future__ import annotations
 
+import copy
 import logging
+import weakref
 
 import pytest
 import torch
@@ -11,8 +13,16 @@ from conftest import TEXTS, make_model, make_tokenizer
 
 import hf_sparc
 from hf_sparc.architectures import get_architecture
-from hf_sparc.attribution.memory import parse_bytes, plan_memory
+from hf_sparc.attribution import engine
+from hf_sparc.attribution.memory import parse_bytes, plan_memory, process_bytes
 from hf_sparc.attribution.targets import resolve_targets
+
+
+@pytest.fixture
+def tensor_budgets(monkeypatch):
+    """Budgets derived here from tensor sizes: the process's other memory (interpreter, libraries)
+    is left out of the run's plan too, so that the plan computed here is the run's."""
+    monkeypatch.setattr(engine, "process_bytes", lambda *_: 0)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +66,7 @@ def test_plan_tightens_step_by_step_and_refuses_what_cannot_fit():
     assert seen_groups > 1
 
 
-def test_budgeted_run_equals_the_unbudgeted_one_and_says_what_it_chose(caplog):
+def test_budgeted_run_equals_the_unbudgeted_one_and_says_what_it_chose(caplog, tensor_budgets):
     model, tokenizer = make_model("llama"), make_tokenizer()
     free = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight", batch_size=3, progress=False)
     targets = _weight_targets(model)
@@ -131,7 +141,7 @@ def test_weight_sums_grow_in_place_and_are_released_when_scored():
         torch.testing.assert_close(scores["m"], (expected / 2).float(), rtol=1e-6, atol=1e-6)
 
 
-def test_one_batch_under_a_float32_budget_is_bitwise_the_float64_run():
+def test_one_batch_under_a_float32_budget_is_bitwise_the_float64_run(tensor_budgets):
     model, tokenizer = make_model("llama"), make_tokenizer()
     options = dict(tokenizer=tokenizer, level="weight", batch_size=len(TEXTS), progress=False)
     free = hf_sparc.attribute(model, TEXTS, **options)
@@ -145,3 +155,72 @@ def test_one_batch_under_a_float32_budget_is_bitwise_the_float64_run():
     # the float32 sum of one batch is its fp32 matmul, as the float64 run's is; w · Σ and the
     # mean are formed in float64 in both, so they round identically
     assert all(torch.equal(bounded[name], free[name]) for name in free)
+
+
+def test_the_process_memory_counts_against_a_cpu_budget():
+    model, tokenizer = make_model("llama"), make_tokenizer()
+    held = process_bytes(model, torch.device("cpu"))
+    assert held > 50 * 2**20  # at least the interpreter and torch's libraries
+    assert process_bytes(model, torch.device("cuda")) == 0  # accelerators: tensors only
+    targets = _weight_targets(model)
+    planned = plan_memory(model, targets, "weight", 64, 2, budget=None, held_by_process=held)
+    assert planned.estimate == plan_memory(model, targets, "weight", 64, 2, budget=None).estimate + held
+    with pytest.raises(MemoryError, match="the process's other memory"):
+        hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight", max_memory=held // 2)
+    # memory freed but kept by malloc is reusable, not held: a fragmented heap does not count
+    kept = [torch.ones(100_000) for _ in range(1_000)]  # 400 MB in blocks that stay in the heap
+    del kept[::2]
+    assert process_bytes(model, torch.device("cpu")) < held + 300 * 2**20
+
+
+def _disk_offloaded(model, directory):
+    from accelerate import disk_offload
+
+    return disk_offload(copy.deepcopy(model), offload_dir=str(directory), execution_device="cpu")
+
+
+def _live_layer_weights(model):
+    """A probe of how many decoder layers' loaded weights are alive when each layer starts."""
+    loaded, alive = [], []
+    for layer in model.model.layers:
+        up = layer.mlp.up_proj
+        forward = up._old_forward  # accelerate's: runs between loading the weight and dropping it
+
+        def remember(*args, _up=up, _forward=forward, **kwargs):
+            loaded.append(weakref.ref(_up.weight))
+            return _forward(*args, **kwargs)
+
+        up._old_forward = remember
+        layer.register_forward_pre_hook(lambda *_: alive.append(sum(r() is not None for r in loaded)))
+    return alive
+
+
+def test_offloaded_weights_are_counted_one_layer_at_a_time(tmp_path, tensor_budgets):
+    model, tokenizer = make_model("llama"), make_tokenizer()
+    offloaded = _disk_offloaded(model, tmp_path)
+    targets = _weight_targets(model)
+    tokens = len(TEXTS) * max(len(tokenizer(t)["input_ids"]) for t in TEXTS)
+    layer_bytes = sum(p.numel() * 4 for p in model.model.layers[0].parameters())
+    plain_floor = plan_memory(model, {}, "weight", tokens, 2, budget=None).estimate
+    offloaded_floor = plan_memory(offloaded, {}, "weight", tokens, 2, budget=None).estimate
+    assert offloaded_floor == plain_floor  # without checkpointing autograd keeps every loaded weight
+    budget = plan_memory(model, targets, "weight", tokens, 2, budget=None).estimate
+    while not plan_memory(offloaded, targets, "weight", tokens, 2, budget).gradient_checkpointing:
+        budget = int(budget * 0.95)
+    plain_plan = plan_memory(model, targets, "weight", tokens, 2, budget)
+    offloaded_plan = plan_memory(offloaded, targets, "weight", tokens, 2, budget)
+    # the same plan, one offloaded layer fewer in memory (plus one weight loaded to finish scores)
+    largest = max(m.weight.numel() for m in targets.values()) * 4
+    assert plain_plan.estimate - offloaded_plan.estimate == layer_bytes - largest
+
+    options = dict(tokenizer=tokenizer, level="weight", batch_size=len(TEXTS), progress=False)
+    free = hf_sparc.attribute(model, TEXTS, **options)
+    alive = _live_layer_weights(offloaded)
+    bounded = hf_sparc.attribute(offloaded, TEXTS, max_memory=budget, **options)
+    assert bounded.info.settings["accumulator"] == "float32"
+    assert all(torch.equal(bounded[name], free[name]) for name in free)
+    forward = alive[:2]  # then the recomputations of the backward pass
+    assert forward == [0, 0]  # no earlier layer's weights kept: loaded one layer at a time
+    alive.clear()
+    hf_sparc.attribute(offloaded, TEXTS, **options)  # unbudgeted: every loaded weight kept
+    assert alive[:2] == [0, 1]

@@ -14,7 +14,7 @@ from hf_sparc.architectures.geometry import QUANTIZED_HINT, is_quantized
 from hf_sparc.attribution.checkpoint import AccumulatorState, CheckpointStore, run_fingerprint
 from hf_sparc.attribution.collector import Collector, data_free_scores
 from hf_sparc.attribution.distributed import Shard, current_shard
-from hf_sparc.attribution.memory import MemoryPlan, parse_bytes, plan_memory
+from hf_sparc.attribution.memory import MemoryPlan, parse_bytes, plan_memory, process_bytes
 from hf_sparc.attribution.objectives import get_objective
 from hf_sparc.attribution.offload import check_loaded, execution_device
 from hf_sparc.attribution.signals import get_method
@@ -137,7 +137,9 @@ def _memory_plan(run: AttributionRun, samples: list[Sample], batch_size: int, ma
     longest = max((len(s.input_ids) for s in samples), default=1)
     layers = sum(1 for _ in decoder_layers(run.base, run.spec))
     targets = run.targets if run.level != "token" else {}
-    plan = plan_memory(run.base, targets, run.level, batch_size * longest, layers, budget)
+    held = 0 if budget is None else process_bytes(run.base, run.device)
+    tokens = batch_size * longest
+    plan = plan_memory(run.base, targets, run.level, tokens, layers, budget, held_by_process=held)
     if plan.accumulator != torch.float64:
         run = dataclasses.replace(run, settings={**run.settings, "accumulator": "float32"})
     return run, plan

@@ -4,7 +4,14 @@ What a run holds besides the model: one accumulator per scored unit (float64: 8 
 float32: 4 bytes), the activations the backward pass needs, and (weight level) transients the size
 of the largest scored module: a batch's fp32 product on its way into float64 accumulators (float32
 ones take it in place) and, when scores are finished, one float64 and one fp32 copy. Sums are
-released as their scores are made, so sums and scores are never held at once.
+released as their scores are made, so sums and scores are never held at once. On CPU the budget is
+the process's: what it already holds besides the model (interpreter, libraries, data: its resident
+memory minus the model's tensors) counts too.
+
+Weights offloaded by ``accelerate`` (``disk_offload``, ``device_map`` with ``"disk"``/``"cpu"``
+entries on a GPU) are loaded one module at a time, but autograd keeps each loaded weight for the
+backward pass, so without checkpointing they are all held at the end of the forward; with
+checkpointing only one decoder layer's are (recomputed in the backward pass, loaded again).
 :func:`plan_memory` estimates these from the model's shape and picks, in this order, until the estimate fits:
 
 1. float64 accumulators (exact sums: any batch order, resume and process count give bitwise the
@@ -16,13 +23,16 @@ released as their scores are made, so sums and scores are never held at once.
    holds the accumulators of one group only; the data is read once per group).
 
 It logs what it chose and raises ``MemoryError`` with the smallest budget that would fit when even
-one decoder layer's targets per pass do not.
+one decoder layer's targets per pass do not. Budgets below the model's own size need offloaded weights
+(a 1.1B model in float32 attributes in half a training step's memory that way: docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -61,17 +71,21 @@ class MemoryPlan:
     gradient_checkpointing: bool
     groups: tuple[tuple[str, ...], ...]
     estimate: int
+    held_by_process: int = 0
 
     def describe(self) -> str:
         dtype = str(self.accumulator).removeprefix("torch.")
         passes = f"{len(self.groups)} passes over the data" if len(self.groups) > 1 else "one pass"
         checkpointing = ", gradient checkpointing" if self.gradient_checkpointing else ""
-        return f"{dtype} accumulators{checkpointing}, {passes}; estimated peak {self.estimate / 1e9:.2f} GB"
+        held = f" ({self.held_by_process / 1e9:.2f} GB of it held by the process before the run)"
+        return (f"{dtype} accumulators{checkpointing}, {passes}; estimated peak {self.estimate / 1e9:.2f} GB"
+                + (held if self.held_by_process else ""))  # fmt: skip
 
 
 @dataclass(frozen=True)
 class _Costs:
-    model: int  # parameters and buffers
+    model: int  # parameters and buffers (offloaded ones included: all held after the forward)
+    model_checkpointed: int  # the same when offloaded decoder layers are loaded one at a time
     activations: int  # kept for the backward pass, all layers
     checkpointed: int  # the same with gradient checkpointing
     units: dict[str, int]  # accumulator entries per target
@@ -90,14 +104,33 @@ def _costs(model: nn.Module, targets: dict[str, nn.Module], level: str, tokens: 
     units = {name: math.prod(unit_shape(level, module, n_heads)) for name, module in targets.items()}
     # finishing a module: a float64 copy of its sum and the fp32 scores (12 bytes per weight)
     transient = max((u * 12 for u in units.values()), default=0) if level == "weight" else 0
-    model_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    resident, offloaded = _model_bytes(model)
+    layer_bytes = [size for key, size in offloaded.items() if key]
+    if level == "weight" and offloaded:  # finishing a module loads its weight once more
+        transient += max((u * 4 for u in units.values()), default=0)
     return _Costs(
-        model=model_bytes,
+        model=resident + sum(offloaded.values()),
+        model_checkpointed=resident + offloaded.get("", 0) + max(layer_bytes, default=0),
         activations=layers * per_layer + vocab,
         checkpointed=layers * tokens * hidden * 4 + per_layer + vocab,
         units=units,
         transient=transient,
     )
+
+
+def _model_bytes(model: nn.Module) -> tuple[int, dict[str, int]]:
+    """Bytes of the tensors in memory, and of the offloaded (``meta``) ones per decoder layer number
+    (``""``: outside the layers)."""
+    resident, offloaded = 0, {}
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        size = tensor.numel() * tensor.element_size()
+        if tensor.device.type != "meta":
+            resident += size
+            continue
+        match = _LAYER_NUMBER.search(name)
+        key = match[1] if match else ""
+        offloaded[key] = offloaded.get(key, 0) + size
+    return resident, offloaded
 
 
 def _layer_groups(targets: dict[str, nn.Module]) -> list[tuple[str, ...]]:
@@ -110,34 +143,49 @@ def _layer_groups(targets: dict[str, nn.Module]) -> list[tuple[str, ...]]:
 
 
 def plan_memory(
-    model: nn.Module, targets: dict[str, nn.Module], level: str, tokens: int, layers: int, budget: int | None
+    model: nn.Module,
+    targets: dict[str, nn.Module],
+    level: str,
+    tokens: int,
+    layers: int,
+    budget: int | None,
+    *,
+    held_by_process: int = 0,
 ) -> MemoryPlan:
     """The cheapest plan whose estimated peak fits ``budget`` bytes (see the module docstring);
-    without a budget: float64 accumulators, one pass. ``tokens``: tokens per batch."""
+    without a budget: float64 accumulators, one pass. ``tokens``: tokens per batch;
+    ``held_by_process``: memory the process holds besides the model (:func:`process_bytes`)."""
     costs = _costs(model, targets, level, tokens, layers)
     everything = (tuple(targets),)
 
     def peak(dtype_bytes: int, checkpointing: bool, groups) -> int:
         held = max((sum(costs.units[n] for n in group) for group in groups), default=0) * dtype_bytes
         activations = costs.checkpointed if checkpointing else costs.activations
-        return costs.model + activations + held + costs.transient
+        weights = costs.model_checkpointed if checkpointing else costs.model
+        return held_by_process + weights + activations + held + costs.transient
 
     if budget is None:
-        return MemoryPlan(torch.float64, False, everything, peak(8, False, everything))
+        return MemoryPlan(torch.float64, False, everything, peak(8, False, everything), held_by_process)
     candidates = [(torch.float64, 8, False), (torch.float32, 4, False), (torch.float32, 4, True)]
     for dtype, size, checkpointing in candidates:
         estimate = peak(size, checkpointing, everything)
         if estimate <= budget:
-            return _chosen(MemoryPlan(dtype, checkpointing, everything, estimate))
+            return _chosen(MemoryPlan(dtype, checkpointing, everything, estimate, held_by_process))
     by_layer = _layer_groups(targets)
     fixed = peak(4, True, ())
     room = budget - fixed
     largest = max(sum(costs.units[n] for n in group) for group in by_layer) * 4
     if room < largest:
+        offload = "" if costs.model_checkpointed < costs.model else (
+            " or offload the weights (accelerate's disk_offload, device_map with 'disk') so that one "
+            "decoder layer's are loaded at a time"
+        )  # fmt: skip
         raise MemoryError(
-            f"max_memory={budget / 1e9:.2f} GB cannot be met: the model ({costs.model / 1e9:.2f} GB), "
-            f"checkpointed activations and one decoder layer's float32 accumulators need "
-            f"{(fixed + largest) / 1e9:.2f} GB; lower batch_size/max_length or give at least that much."
+            f"max_memory={budget / 1e9:.2f} GB cannot be met: the process's other memory "
+            f"({held_by_process / 1e9:.2f} GB), the model's weights ({costs.model_checkpointed / 1e9:.2f} GB "
+            f"in memory at once), checkpointed activations and one decoder layer's float32 accumulators "
+            f"need {(fixed + largest) / 1e9:.2f} GB; lower batch_size/max_length{offload}, "
+            "or give at least that much."
         )
     groups, current, held = [], [], 0
     for group in by_layer:
@@ -148,7 +196,41 @@ def plan_memory(
         current.extend(group)
         held += size
     groups.append(tuple(current))
-    return _chosen(MemoryPlan(torch.float32, True, tuple(groups), peak(4, True, groups)))
+    return _chosen(MemoryPlan(torch.float32, True, tuple(groups), peak(4, True, groups), held_by_process))
+
+
+def process_bytes(model: nn.Module, device: torch.device) -> int:
+    """What the process holds besides ``model``'s tensors: its resident memory minus the model's
+    CPU tensors and minus the heap malloc has freed but kept (reused by the run; glibc keeps most
+    freed blocks), on CPU (Linux; 0 elsewhere and on accelerators, whose budget counts tensors only)."""
+    if device.type != "cpu":
+        return 0
+    try:
+        with open("/proc/self/statm") as statm:
+            rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+    tensors = (*model.parameters(), *model.buffers())
+    model_bytes = sum(t.numel() * t.element_size() for t in tensors if t.device.type == "cpu")
+    return max(rss - model_bytes - _free_heap_bytes(), 0)
+
+
+_MALLINFO2_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                     "fordblks", "keepcost")  # fmt: skip
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2_FIELDS]
+
+
+def _free_heap_bytes() -> int:
+    """Free bytes inside glibc's heap (``mallinfo2().fordblks``); 0 without glibc ≥ 2.33."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return 0
+    mallinfo2.restype = _MallInfo2
+    return int(mallinfo2().fordblks)
 
 
 def _chosen(plan: MemoryPlan) -> MemoryPlan:
