@@ -53,6 +53,8 @@ def random_texts(n: int, length: int, vocab: int, seed: int = 0) -> list[dict[st
 
 
 def peak_rss_mb() -> float:
+    """Max RSS of this process in MiB. It is at least the parent's RSS when this process was
+    forked (Linux carries the high-water mark across exec): parents of measured runs hold no model."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

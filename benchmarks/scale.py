@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -64,7 +65,9 @@ def _offload_directory(out: str, shape: str) -> Path:
 
 
 def _write_offloaded(shape: str, dtype: torch.dtype, out: str) -> None:
-    """The random model's weights as accelerate's disk-offload folder (written by the parent)."""
+    """The random model's weights as accelerate's disk-offload folder, written by a child of the
+    parent: a child's max RSS starts at its parent's RSS at fork (Linux keeps the high-water mark
+    across exec), so the parent must never hold a model."""
     from accelerate.utils import offload_state_dict
 
     offload_state_dict(str(_offload_directory(out, shape)), _model(shape, dtype, "cpu").state_dict())
@@ -93,6 +96,8 @@ def run_case(case: str, args) -> dict:
         model = _offloaded_model(args.shape, dtype, args.device, args.out)
     else:
         model = _model(args.shape, dtype, args.device)
+    # counted before the run: accelerate's offload hooks untie tied embeddings as they load them
+    n_weights = sum(p.numel() for p in model.parameters())
     texts = random_texts(args.batch_size, args.seq_len, model.config.vocab_size)
     batch = torch.tensor([t["input_ids"] for t in texts], device=args.device)
     tokens = args.batch_size * args.seq_len
@@ -132,7 +137,6 @@ def run_case(case: str, args) -> dict:
     if saved:
         share = f"-{args.budget_share:g}" if case in BUDGETED else ""
         torch.save(saved, Path(args.out) / f"{case}{share}.pt")
-    n_weights = sum(p.numel() for p in model.parameters())
     return {"case": case, "shape": args.shape, "dtype": args.dtype, "parameters": n_weights, "tokens": tokens,
             "seconds": seconds["wall" if args.device == "cuda" else "cpu"], "wall": seconds["wall"],
             "seconds_per_token": seconds["wall" if args.device == "cuda" else "cpu"] / tokens,
@@ -180,7 +184,11 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--budget-bytes", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--budget-share", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--write-offloaded", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_offloaded:
+        _write_offloaded(args.shape, getattr(torch, args.dtype), args.out)
+        return
     if args.case:
         print(json.dumps(run_case(args.case, args)))
         return
@@ -193,7 +201,8 @@ def main() -> None:
             runs = [(case, None) for case in args.cases if case not in BUDGETED]
             runs += [(case, share) for case in BUDGETED if case in args.cases for share in args.budget]
             if "lrp_weight_offload" in args.cases:
-                _write_offloaded(shape, getattr(torch, args.dtype), out)
+                writer = [sys.executable, __file__, "--write-offloaded", f"--shape={shape}", f"--out={out}"]
+                subprocess.run([*writer, f"--dtype={args.dtype}"], check=True)
             for case, share in runs:
                 key, extra = (case, share), [f"--shape={shape}", f"--out={out}"]
                 if share is not None:

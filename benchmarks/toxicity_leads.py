@@ -12,7 +12,10 @@ same dev prompts, texts and questions (per-item outcomes, so the report has pair
   prompts (paired references) instead of BoolQ passages; ``… per token`` both changes;
 - ``aura`` / ``aura (top-k)``: AurA's dampening of every neuron with AUROC > 0.5 from the toxic vs
   non-toxic continuations, and its top-``count`` cut;
-- ``random``: ``count`` random units among LRP's candidates (seeds).
+- ``random``: ``count`` random units among LRP's candidates (seeds);
+- ``lrp H heads`` / ``lrp H heads + neurons`` (``--leads heads``, ``--heads H ...``): the H heads of
+  head-level LRP (same references, same rule), cut alone and together with ``lrp``'s neurons
+  (prompt copying runs through attention: ``benchmarks/toxicity_sources.py``).
 
     python benchmarks/toxicity_leads.py --output runs/leads-dev --record docs/results/toxicity_leads_dev.json
 
@@ -52,6 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dampen", type=float, nargs="*", default=[0.5])
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--task-limit", type=int, default=CorrectionSettings.task_limit)
+    parser.add_argument("--leads", nargs="*", choices=["general", "heads"], default=["general"],
+                        help="general: per-token and paired-reference rows; heads: head rows")  # fmt: skip
+    parser.add_argument("--heads", type=int, nargs="+", default=[2, 6], help="head counts of the head rows")
+    parser.add_argument("--no-aura", dest="aura", action="store_false", help="leave out AurA's rows")
     parser.add_argument("--compare", action="store_true", help="the fixed comparison rows (see above)")
     parser.add_argument("--split", default="dev", choices=["dev", "test"], help="test: --compare only")
     parser.add_argument("--output", default="runs/toxicity-leads")
@@ -74,9 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     for scale in args.dampen:
         selections[f"lrp dampen {scale:g}"] = [lrp.masks.dampened(scale)]
         rules[f"lrp dampen {scale:g}"] = f"lrp's units, kept at {scale:g}"
-    if not args.compare:
+    if not args.compare and "general" in args.leads:
         _add_leads(experiment, lrp, selections, rules)
-    for name, masks in experiment.fit_aura(s.count).items():
+    if not args.compare and "heads" in args.leads:
+        _add_head_leads(experiment, lrp, args.heads, selections, rules)
+    for name, masks in experiment.fit_aura(s.count).items() if args.aura else ():
         selections[name] = [masks]
         rules[name] = AURA_RULES[name]
     pool = lrp.candidate_pool()
@@ -127,6 +136,17 @@ def _add_leads(experiment, lrp, selections: dict, rules: dict) -> None:
         contrastive(per_explained_token(undesired), per_explained_token(paired))
     ]
     rules["lrp vs non-toxic per token"] = "own, both changes"
+
+
+def _add_head_leads(experiment, lrp, counts: list[int], selections: dict, rules: dict) -> None:
+    """Head-level LRP's top heads, cut alone and together with ``lrp``'s neurons (two adapters)."""
+    (heads,) = experiment.fit("lrp", max(counts), level="head")
+    for count in counts:
+        cut = heads.select(count=count)
+        selections[f"lrp {count} heads"] = [cut]
+        rules[f"lrp {count} heads"] = "own, head level"
+        selections[f"lrp {count} heads + neurons"] = [(cut, lrp.masks)]
+        rules[f"lrp {count} heads + neurons"] = "both cuts at once"
 
 
 if __name__ == "__main__":

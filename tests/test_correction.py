@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import statistics
 
 import pytest
 from conftest import TEXTS, make_model
 
+import hf_sparc
 from hf_sparc.behaviors import BEHAVIORS, GeneratedBehavior, Metric, get_behavior
 from hf_sparc.data.builtin import builtin_dataset, split_items
 from hf_sparc.metrics import generate_continuations
@@ -183,3 +186,23 @@ def test_every_control_chooses_among_the_main_methods_candidates(tokenizer):
     assert [len(seeds) for seeds in record["outcomes"].values()] == [1, 1, 1, 1, 1, 1, 3, 3]
     assert all(len(o["toxic_rate"]) == 4 and len(o["nll"]) == 4 for o in record["outcomes"]["random"])
     assert result.rows["base"]["toxic_rate"] == statistics.fmean(record["outcomes"]["base"][0]["toxic_rate"])
+
+
+def test_heads_and_neurons_are_measured_together_as_their_merged_cuts(tokenizer):
+    model = make_model("llama")
+    settings = CorrectionSettings(count=4, **SMALL)
+    experiment = prepare_experiment(model, tokenizer, settings, scorer=lambda texts: [1.0] * len(texts))
+    (neurons,) = experiment.fit("lrp", 4)
+    (heads,) = experiment.fit("lrp", 2, level="head")
+    assert heads.masks.level == "head" and heads.masks.total() == 2
+    base = experiment.measure(None)
+    both = experiment.measure([heads.masks, neurons.masks])
+    assert both.values["pruned"] == 6
+    assert experiment.measure(None).outcomes == base.outcomes  # every adapter unloaded again
+    merged = copy.deepcopy(model)
+    for masks in (heads.masks, neurons.masks):
+        merged = hf_sparc.apply_masks(merged, masks).merge_and_unload()
+    reference = dataclasses.replace(experiment, model=merged).measure(None)
+    assert both.values["perplexity"] == pytest.approx(reference.values["perplexity"], rel=1e-6)
+    alone = [experiment.measure(m).values["perplexity"] for m in (heads.masks, neurons.masks)]
+    assert all(p != pytest.approx(both.values["perplexity"], rel=1e-6) for p in alone)  # both acted

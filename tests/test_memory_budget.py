@@ -25,6 +25,17 @@ def tensor_budgets(monkeypatch):
     monkeypatch.setattr(engine, "process_bytes", lambda *_: 0)
 
 
+@pytest.fixture
+def accelerator_budget(monkeypatch, tensor_budgets):
+    """Plans as for an accelerator, whose budget finished scores leave (they are made in CPU
+    memory): layer-group passes are planned then, and their result is checked here on CPU."""
+
+    def accelerator_plan(*args, **kwargs):
+        return plan_memory(*args, **{**kwargs, "scores_in_budget": False})
+
+    monkeypatch.setattr(engine, "plan_memory", accelerator_plan)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("8GB", 8 * 10**9), ("7.5GiB", int(7.5 * 2**30)), ("512 mb", 512 * 10**6), (4096, 4096), ("100", 100)],
@@ -66,7 +77,7 @@ def test_plan_tightens_step_by_step_and_refuses_what_cannot_fit():
     assert seen_groups > 1
 
 
-def test_budgeted_run_equals_the_unbudgeted_one_and_says_what_it_chose(caplog, tensor_budgets):
+def test_budgeted_run_equals_the_unbudgeted_one_and_says_what_it_chose(caplog, accelerator_budget):
     model, tokenizer = make_model("llama"), make_tokenizer()
     free = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight", batch_size=3, progress=False)
     targets = _weight_targets(model)
@@ -91,6 +102,22 @@ def test_budgeted_run_equals_the_unbudgeted_one_and_says_what_it_chose(caplog, t
         top_free = hf_sparc.select(free, count=count)
         top_bounded = hf_sparc.select(bounded, count=count)
         assert all(torch.equal(top_free[n], top_bounded[n]) for n in top_free)
+
+
+def test_on_cpu_the_relevance_itself_counts_and_passes_are_not_planned():
+    model = make_model("llama")
+    targets = _weight_targets(model)
+    budget = plan_memory(model, targets, "weight", 64, 2, budget=None).estimate
+    while len(plan_memory(model, targets, "weight", 64, 2, budget).groups) < 2:
+        budget = int(budget * 0.95)
+    # an accelerator's budget is met by passes; on CPU every group's scores stay until the end
+    with pytest.raises(MemoryError, match="accumulators or scores need"):
+        plan_memory(model, targets, "weight", 64, 2, budget, scores_in_budget=True)
+    one_pass = plan_memory(model, targets, "weight", 64, 2, budget * 2, scores_in_budget=True)
+    assert one_pass == plan_memory(model, targets, "weight", 64, 2, budget * 2)  # one pass: the same
+    scores = sum(m.weight.numel() for m in targets.values()) * 4
+    floor = plan_memory(model, {}, "weight", 64, 2, budget=None)
+    assert one_pass.estimate >= floor.estimate + scores  # the relevance's own bytes are counted
 
 
 def test_budget_from_the_pruner_config_and_cli_is_checked_early():
@@ -180,19 +207,21 @@ def _disk_offloaded(model, directory):
 
 
 def _live_layer_weights(model):
-    """A probe of how many decoder layers' loaded weights are alive when each layer starts."""
+    """A probe: every weight a decoder layer's modules load (weak references), and how many of them
+    are alive when each layer starts."""
     loaded, alive = [], []
     for layer in model.model.layers:
-        up = layer.mlp.up_proj
-        forward = up._old_forward  # accelerate's: runs between loading the weight and dropping it
+        for module in layer.modules():
+            if isinstance(module, torch.nn.Linear):
+                forward = module._old_forward  # accelerate's: runs between loading and dropping
 
-        def remember(*args, _up=up, _forward=forward, **kwargs):
-            loaded.append(weakref.ref(_up.weight))
-            return _forward(*args, **kwargs)
+                def remember(*args, _module=module, _forward=forward, **kwargs):
+                    loaded.append(weakref.ref(_module.weight))
+                    return _forward(*args, **kwargs)
 
-        up._old_forward = remember
+                module._old_forward = remember
         layer.register_forward_pre_hook(lambda *_: alive.append(sum(r() is not None for r in loaded)))
-    return alive
+    return loaded, alive
 
 
 def test_offloaded_weights_are_counted_one_layer_at_a_time(tmp_path, tensor_budgets):
@@ -200,7 +229,11 @@ def test_offloaded_weights_are_counted_one_layer_at_a_time(tmp_path, tensor_budg
     offloaded = _disk_offloaded(model, tmp_path)
     targets = _weight_targets(model)
     tokens = len(TEXTS) * max(len(tokenizer(t)["input_ids"]) for t in TEXTS)
-    layer_bytes = sum(p.numel() * 4 for p in model.model.layers[0].parameters())
+    # loaded at once with checkpointing: one decoder layer's weights, or one other module's
+    units = [sum(p.numel() * 4 for p in layer.parameters()) for layer in model.model.layers]
+    units += [sum(p.numel() * 4 for p in module.parameters(recurse=False))
+              for name, module in model.named_modules() if ".layers." not in name]  # fmt: skip
+    model_bytes = sum(p.numel() * 4 for p in model.parameters())
     plain_floor = plan_memory(model, {}, "weight", tokens, 2, budget=None).estimate
     offloaded_floor = plan_memory(offloaded, {}, "weight", tokens, 2, budget=None).estimate
     assert offloaded_floor == plain_floor  # without checkpointing autograd keeps every loaded weight
@@ -209,18 +242,20 @@ def test_offloaded_weights_are_counted_one_layer_at_a_time(tmp_path, tensor_budg
         budget = int(budget * 0.95)
     plain_plan = plan_memory(model, targets, "weight", tokens, 2, budget)
     offloaded_plan = plan_memory(offloaded, targets, "weight", tokens, 2, budget)
-    # the same plan, one offloaded layer fewer in memory (plus one weight loaded to finish scores)
+    # the same plan with one unit's weights in memory (plus one weight loaded to finish scores)
     largest = max(m.weight.numel() for m in targets.values()) * 4
-    assert plain_plan.estimate - offloaded_plan.estimate == layer_bytes - largest
+    assert plain_plan.estimate - offloaded_plan.estimate == model_bytes - max(units) - largest
 
     options = dict(tokenizer=tokenizer, level="weight", batch_size=len(TEXTS), progress=False)
     free = hf_sparc.attribute(model, TEXTS, **options)
-    alive = _live_layer_weights(offloaded)
+    loaded, alive = _live_layer_weights(offloaded)
     bounded = hf_sparc.attribute(offloaded, TEXTS, max_memory=budget, **options)
     assert bounded.info.settings["accumulator"] == "float32"
     assert all(torch.equal(bounded[name], free[name]) for name in free)
     forward = alive[:2]  # then the recomputations of the backward pass
     assert forward == [0, 0]  # no earlier layer's weights kept: loaded one layer at a time
+    # and none left loaded after the run (recomputation is not stopped before the last module)
+    assert len(loaded) == 4 * 7 and all(r() is None for r in loaded)  # 2 layers, forward + recompute
     alive.clear()
     hf_sparc.attribute(offloaded, TEXTS, **options)  # unbudgeted: every loaded weight kept
-    assert alive[:2] == [0, 1]
+    assert alive[:2] == [0, 7]  # layer 0's seven projections

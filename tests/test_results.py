@@ -141,3 +141,26 @@ def test_provenance_names_the_cli_not_a_local_path():
     assert provenance(["/venv/bin/hf-sparc", "evaluate"])["command"] == "hf-sparc evaluate"
     benchmark = ["benchmarks/scale.py", "--record", "r.json"]
     assert provenance(benchmark)["command"] == " ".join(benchmark)
+
+
+def test_toxicity_sources_view_renders_each_model_scorer_and_row(tmp_path):
+    def share(hits, total):
+        return {"hits": hits, "total": total, "share": hits / total if total else float("nan"),
+                "low": 0.1, "high": 0.9}  # fmt: skip
+
+    def changes(runs, fixed_copied):
+        return {"runs": runs, "fixed": {"copied": share(fixed_copied, 20), "own": share(30, 60)},
+                "fisher_p": 0.0042, "made_toxic": share(9, 168)}  # fmt: skip
+
+    rows = {"lrp": changes(1, 2), "random": changes(3, 5)}
+    scorer = {"toxic": share(80, 248), "copied": share(20, 80), "prompt_has_toxic_word": share(30, 80),
+              "rows": rows, "base_outcomes_match_record": 248}  # fmt: skip
+    scorers = {"profanity-check": scorer, "jigsaw": {**scorer, "copied": share(0, 0)}}
+    record = {"split": "dev", "command": "python benchmarks/toxicity_sources.py", "versions": {},
+              "models": [{"model": "m", "n_prompts": 248, "scorers": scorers}]}  # fmt: skip
+    (tmp_path / "t.json").write_text(json.dumps(record))
+    table = render("<!-- results: t.json toxicity_sources -->\n<!-- /results -->", tmp_path)
+    assert "| m | profanity-check | 80/248 = 32% [10, 90] | 20/80 = 25% [10, 90] | lrp |" in table
+    assert "| 2/20 = 10% [10, 90] | 30/60 = 50% [10, 90] | 0.004 | 9/168 = 5% [10, 90] | 248/248 |" in table
+    assert "| m | profanity-check |  |  | random (3 seeds pooled) | 5/20 = 25% [10, 90] |" in table
+    assert "| m | jigsaw | 80/248 = 32% [10, 90] | – | lrp |" in table

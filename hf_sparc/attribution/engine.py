@@ -138,8 +138,9 @@ def _memory_plan(run: AttributionRun, samples: list[Sample], batch_size: int, ma
     layers = sum(1 for _ in decoder_layers(run.base, run.spec))
     targets = run.targets if run.level != "token" else {}
     held = 0 if budget is None else process_bytes(run.base, run.device)
-    tokens = batch_size * longest
-    plan = plan_memory(run.base, targets, run.level, tokens, layers, budget, held_by_process=held)
+    tokens, on_cpu = batch_size * longest, run.device.type == "cpu"  # scores are made in CPU memory
+    plan = plan_memory(run.base, targets, run.level, tokens, layers, budget, held_by_process=held,
+                       scores_in_budget=on_cpu)  # fmt: skip
     if plan.accumulator != torch.float64:
         run = dataclasses.replace(run, settings={**run.settings, "accumulator": "float32"})
     return run, plan

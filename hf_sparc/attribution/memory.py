@@ -11,7 +11,8 @@ memory minus the model's tensors) counts too.
 Weights offloaded by ``accelerate`` (``disk_offload``, ``device_map`` with ``"disk"``/``"cpu"``
 entries on a GPU) are loaded one module at a time, but autograd keeps each loaded weight for the
 backward pass, so without checkpointing they are all held at the end of the forward; with
-checkpointing only one decoder layer's are (recomputed in the backward pass, loaded again).
+checkpointing one decoder layer's are (recomputed in the backward pass, loaded again), or one other
+module's (the output embedding until its backward).
 :func:`plan_memory` estimates these from the model's shape and picks, in this order, until the estimate fits:
 
 1. float64 accumulators (exact sums: any batch order, resume and process count give bitwise the
@@ -20,11 +21,13 @@ checkpointing only one decoder layer's are (recomputed in the backward pass, loa
    error ≲ n_batches · 2⁻²⁴ per unit, so rankings agree with the float64 run up to near-ties);
 3. gradient checkpointing (activations of one decoder layer instead of all);
 4. the targets split into layer groups attributed in successive passes over the data (each pass
-   holds the accumulators of one group only; the data is read once per group).
+   holds the accumulators of one group only; the data is read once per group). Finished scores are
+   float32 in CPU memory, so this helps where the budget is an accelerator's; on CPU the relevance
+   itself (4 bytes per unit) is held at the end whatever the grouping, and passes are not planned.
 
 It logs what it chose and raises ``MemoryError`` with the smallest budget that would fit when even
 one decoder layer's targets per pass do not. Budgets below the model's own size need offloaded weights
-(a 1.1B model in float32 attributes in half a training step's memory that way: docs/BENCHMARKS.md).
+(what fits on a 1.1B model, and what does not: docs/BENCHMARKS.md, "Scale").
 """
 
 from __future__ import annotations
@@ -105,12 +108,11 @@ def _costs(model: nn.Module, targets: dict[str, nn.Module], level: str, tokens: 
     # finishing a module: a float64 copy of its sum and the fp32 scores (12 bytes per weight)
     transient = max((u * 12 for u in units.values()), default=0) if level == "weight" else 0
     resident, offloaded = _model_bytes(model)
-    layer_bytes = [size for key, size in offloaded.items() if key]
     if level == "weight" and offloaded:  # finishing a module loads its weight once more
         transient += max((u * 4 for u in units.values()), default=0)
     return _Costs(
         model=resident + sum(offloaded.values()),
-        model_checkpointed=resident + offloaded.get("", 0) + max(layer_bytes, default=0),
+        model_checkpointed=resident + max(offloaded.values(), default=0),
         activations=layers * per_layer + vocab,
         checkpointed=layers * tokens * hidden * 4 + per_layer + vocab,
         units=units,
@@ -118,9 +120,22 @@ def _costs(model: nn.Module, targets: dict[str, nn.Module], level: str, tokens: 
     )
 
 
+def _refuse(budget: int, held_by_process: int, costs: _Costs, needed: int) -> None:
+    offload = "" if costs.model_checkpointed < costs.model else (
+        " or offload the weights (accelerate's disk_offload, device_map with 'disk') so that one "
+        "decoder layer's are loaded at a time"
+    )  # fmt: skip
+    raise MemoryError(
+        f"max_memory={budget / 1e9:.2f} GB cannot be met: the process's other memory "
+        f"({held_by_process / 1e9:.2f} GB), the model's weights ({costs.model_checkpointed / 1e9:.2f} GB "
+        f"in memory at once), checkpointed activations and float32 accumulators or scores need "
+        f"{needed / 1e9:.2f} GB; lower batch_size/max_length{offload}, or give at least that much."
+    )
+
+
 def _model_bytes(model: nn.Module) -> tuple[int, dict[str, int]]:
-    """Bytes of the tensors in memory, and of the offloaded (``meta``) ones per decoder layer number
-    (``""``: outside the layers)."""
+    """Bytes of the tensors in memory, and of the offloaded (``meta``) ones per unit that is loaded
+    at once: a decoder layer (by its number), or another module (by its name)."""
     resident, offloaded = 0, {}
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
         size = tensor.numel() * tensor.element_size()
@@ -128,7 +143,7 @@ def _model_bytes(model: nn.Module) -> tuple[int, dict[str, int]]:
             resident += size
             continue
         match = _LAYER_NUMBER.search(name)
-        key = match[1] if match else ""
+        key = match[1] if match else name.rpartition(".")[0]
         offloaded[key] = offloaded.get(key, 0) + size
     return resident, offloaded
 
@@ -151,15 +166,21 @@ def plan_memory(
     budget: int | None,
     *,
     held_by_process: int = 0,
+    scores_in_budget: bool = False,
 ) -> MemoryPlan:
     """The cheapest plan whose estimated peak fits ``budget`` bytes (see the module docstring);
     without a budget: float64 accumulators, one pass. ``tokens``: tokens per batch;
-    ``held_by_process``: memory the process holds besides the model (:func:`process_bytes`)."""
+    ``held_by_process``: memory the process holds besides the model (:func:`process_bytes`);
+    ``scores_in_budget``: finished scores (float32, formed in CPU memory) count against the budget,
+    as on CPU: then the relevance itself is held at the end, and layer-group passes save nothing."""
     costs = _costs(model, targets, level, tokens, layers)
     everything = (tuple(targets),)
+    total_units = sum(costs.units.values())
 
     def peak(dtype_bytes: int, checkpointing: bool, groups) -> int:
         held = max((sum(costs.units[n] for n in group) for group in groups), default=0) * dtype_bytes
+        if scores_in_budget and len(groups) > 1:  # the last pass: earlier groups' scores + its sums
+            held = total_units * 4
         activations = costs.checkpointed if checkpointing else costs.activations
         weights = costs.model_checkpointed if checkpointing else costs.model
         return held_by_process + weights + activations + held + costs.transient
@@ -175,18 +196,8 @@ def plan_memory(
     fixed = peak(4, True, ())
     room = budget - fixed
     largest = max(sum(costs.units[n] for n in group) for group in by_layer) * 4
-    if room < largest:
-        offload = "" if costs.model_checkpointed < costs.model else (
-            " or offload the weights (accelerate's disk_offload, device_map with 'disk') so that one "
-            "decoder layer's are loaded at a time"
-        )  # fmt: skip
-        raise MemoryError(
-            f"max_memory={budget / 1e9:.2f} GB cannot be met: the process's other memory "
-            f"({held_by_process / 1e9:.2f} GB), the model's weights ({costs.model_checkpointed / 1e9:.2f} GB "
-            f"in memory at once), checkpointed activations and one decoder layer's float32 accumulators "
-            f"need {(fixed + largest) / 1e9:.2f} GB; lower batch_size/max_length{offload}, "
-            "or give at least that much."
-        )
+    if room < largest or scores_in_budget:
+        _refuse(budget, held_by_process, costs, fixed + (total_units * 4 if scores_in_budget else largest))
     groups, current, held = [], [], 0
     for group in by_layer:
         size = sum(costs.units[n] for n in group) * 4

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
@@ -131,9 +131,14 @@ def _checkpoint_layers(model: nn.Module, spec: ArchitectureSpec, patches: Instan
     used: it acts only in training mode, and attribution runs in eval mode.
     """
     for _, layer in decoder_layers(model, spec):
-        patches.shadow_forward(
-            layer, lambda forward: functools.partial(checkpoint, forward, use_reentrant=False)
-        )
+        patches.shadow_forward(layer, lambda forward: functools.partial(_checkpointed, forward))
+
+
+def _checkpointed(forward, *args, **kwargs):
+    # Recomputation runs each layer to its end: stopped early (torch's default), it would leave
+    # the last module's offloaded weight loaded (accelerate drops it after that module's forward).
+    with set_checkpoint_early_stop(False):
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
 def _pass(

@@ -118,8 +118,44 @@ def _scorer_check(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _share_cell(share: Mapping[str, Any]) -> str:
+    if not share["total"]:
+        return "–"
+    return (f"{share['hits']}/{share['total']} = {100 * share['share']:.0f}% "
+            f"[{100 * share['low']:.0f}, {100 * share['high']:.0f}]")  # fmt: skip
+
+
+def _toxicity_sources(data: Mapping[str, Any]) -> str:
+    """Per model and scorer: the base model's toxic continuations and the share copied from the
+    prompt; per correction row, what its cut changed (``benchmarks/toxicity_sources.py``)."""
+    lines = [
+        "| model | scorer | toxic continuations | copied from the prompt | row | made non-toxic: copied "
+        "| made non-toxic: own | Fisher p | made toxic (of the non-toxic) | base = record |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for model in data["models"]:
+        for scorer, r in model["scorers"].items():
+            shared = [_share_cell(r["toxic"]), _share_cell(r["copied"])]
+            match = f"{r['base_outcomes_match_record']}/{model['n_prompts']}"
+            for number, (row, c) in enumerate(r["rows"].items()):
+                label = row if c["runs"] == 1 else f"{row} ({c['runs']} seeds pooled)"
+                changed = [_share_cell(c["fixed"]["copied"]), _share_cell(c["fixed"]["own"]),
+                           format_p(c["fisher_p"]), _share_cell(c["made_toxic"])]  # fmt: skip
+                first = number == 0
+                cells = [model["model"], scorer, *(shared if first else ["", ""]), label, *changed,
+                         match if first else ""]  # fmt: skip
+                lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        f"\n{data['models'][0]['n_prompts']} held-out prompts ({data['split']} split) per model; shares "
+        "with 95% Wilson intervals; Fisher: exact test of copied vs own on made non-toxic or not. "
+        f"Command: `{data['command']}` (hf-sparc {data['versions'].get('hf-sparc', '?')})."
+    )
+    return "\n".join(lines)
+
+
 VIEWS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "correction": _correction,
+    "toxicity_sources": _toxicity_sources,
     "headline": _headline,
     "rows": _rows,
     "scorer_check": _scorer_check,

@@ -151,9 +151,8 @@ def held_out_note(settings: CorrectionSettings) -> str:
 def mean_and_sd(rows: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
     """Per metric, the mean and the sample standard deviation (0 for one row) over ``rows``
     (e.g. the random control's seeds)."""
-    keys = rows[0]
-    mean = {key: statistics.fmean(row[key] for row in rows) for key in keys}
-    sd = {key: statistics.stdev(row[key] for row in rows) if len(rows) > 1 else 0.0 for key in keys}
+    mean = {key: statistics.fmean(row[key] for row in rows) for key in rows[0]}
+    sd = {key: statistics.stdev(row[key] for row in rows) if len(rows) > 1 else 0.0 for key in rows[0]}
     return mean, sd
 
 
@@ -183,17 +182,25 @@ class BehaviorExperiment:
             finally:
                 self._bar = None
 
-    def measure(self, masks: Masks | None) -> Measurement:
-        """Behaviour metrics and perplexity on the held-out sets, unpruned (``None``) or masked."""
+    def measure(self, masks: Masks | Sequence[Masks] | None) -> Measurement:
+        """Behaviour metrics and perplexity on the held-out sets, unpruned (``None``) or masked.
+
+        Several masks act together, each as its own adapter: one :class:`~hf_sparc.Masks` holds
+        one level, so heads and neurons cut at once are two."""
         if masks is None:
             measured = self._evaluate(self.model)
         else:
-            peft_model = apply_masks(self.model, masks, adapter_name="evaluation")
+            parts = [masks] if isinstance(masks, Masks) else list(masks)
+            names = ["evaluation"] + [f"evaluation-{i}" for i in range(1, len(parts))]
+            peft_model = self.model
+            for name, part in zip(names, parts, strict=True):
+                peft_model = apply_masks(peft_model, part, adapter_name=name)
+            peft_model.base_model.set_adapter(names)
             try:
                 measured = self._evaluate(peft_model)
             finally:
                 peft_model.unload()
-            measured.values["pruned"] = masks.total()
+            measured.values["pruned"] = sum(part.total() for part in parts)
         if self._bar is not None:
             self._bar.update(1)
         return measured
@@ -212,15 +219,8 @@ class BehaviorExperiment:
         values["perplexity"] = math.exp(sum(nlls) / sum(counts))
         outcomes = {**outcomes, "nll": nlls, "tokens": [float(n) for n in counts]}
         if s.tasks:
-            accuracy = zero_shot_accuracy(
-                model,
-                self.tokenizer,
-                s.tasks,
-                limit=s.task_limit,
-                seed=s.seed,
-                progress=False,
-                backend="direct",
-            )
+            accuracy = zero_shot_accuracy(model, self.tokenizer, s.tasks, limit=s.task_limit, seed=s.seed,
+                                          progress=False, backend="direct")  # fmt: skip
             for task, score in accuracy.tasks.items():
                 outcomes[f"accuracy:{task}"] = [float(c) for c in score.correct]
                 values[f"accuracy:{task}"] = score.accuracy
@@ -231,7 +231,9 @@ class BehaviorExperiment:
         """How many pruners :meth:`fit` gives for ``method`` (random: one per seed)."""
         return self.settings.random_seeds if method == "random" else 1
 
-    def fit(self, method: str, count: int, *, protect_general: float | None = None) -> list[SparcPruner]:
+    def fit(
+        self, method: str, count: int, *, protect_general: float | None = None, level: str | None = None
+    ) -> list[SparcPruner]:
         """Pruners of ``method`` fitted for this experiment, one per random seed (one for every
         other method), each selecting ``count`` units; ``pruner.select(count=k)`` re-selects
         without attributing again, so a sweep over counts costs one attribution per method.
@@ -239,7 +241,8 @@ class BehaviorExperiment:
         Data methods select contrastively (undesired references vs general text, protecting
         ``protect_general``, default ``settings.protect_general``); data-free ones (magnitude,
         random) cut the lowest scores. A control re-selects within the main method's candidates
-        with ``pruner.select(count=..., pool=main.candidate_pool())``.
+        with ``pruner.select(count=..., pool=main.candidate_pool())``. ``level``: instead of
+        ``settings.level`` (e.g. heads to cut together with the main method's neurons).
         """
         s = self.settings
         seeds = range(s.random_seeds) if method == "random" else (0,)
@@ -250,7 +253,7 @@ class BehaviorExperiment:
             SparcPruner(
                 SparcConfig(
                     method=method,
-                    level=s.level,
+                    level=level or s.level,
                     count=count,
                     target_modules=list(s.target_modules) if s.target_modules else None,
                     absolute=s.absolute,
