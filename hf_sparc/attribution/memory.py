@@ -6,7 +6,7 @@ of the largest scored module: a batch's fp32 product on its way into float64 acc
 ones take it in place) and, when scores are finished, one float64 and one fp32 copy. Sums are
 released as their scores are made, so sums and scores are never held at once. On CPU the budget is
 the process's: what it already holds besides the model (interpreter, libraries, data: its resident
-memory minus the model's tensors) counts too.
+memory minus the model's tensors and minus the heap malloc keeps free) counts too.
 
 Weights offloaded by ``accelerate`` (``disk_offload``, ``device_map`` with ``"disk"``/``"cpu"``
 entries on a GPU) are loaded one module at a time, but autograd keeps each loaded weight for the
