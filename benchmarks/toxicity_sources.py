@@ -66,7 +66,7 @@ def _share(hits: int, total: int) -> dict:
     centre = (share + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
     low, high = centre - half, centre + half
-    return {"hits": hits, "total": total, "share": hits / total if total else float("nan"),
+    return {"hits": hits, "total": total, "share": share,
             "low": float(low), "high": float(high)}  # fmt: skip
 
 
