@@ -125,6 +125,7 @@ def run_case(case: str, args) -> dict:
         method, level = case.split("_")[:2]
         if case in BUDGETED:
             options["max_memory"] = int(args.budget_bytes)
+            _record_plan(saved_plan := [])
 
         def work():
             relevance = hf_sparc.attribute(model, texts, method=method, level=level, **options)
@@ -141,7 +142,23 @@ def run_case(case: str, args) -> dict:
             "seconds": seconds["wall" if args.device == "cuda" else "cpu"], "wall": seconds["wall"],
             "seconds_per_token": seconds["wall" if args.device == "cuda" else "cpu"] / tokens,
             "peak_mb": _peak(args.device), "budget_bytes": options.get("max_memory"),
-            "budget_share": args.budget_share if case in BUDGETED else None}  # fmt: skip
+            "budget_share": args.budget_share if case in BUDGETED else None,
+            "plan": saved_plan[-1] if case in BUDGETED else None}  # fmt: skip
+
+
+def _record_plan(messages: list[str]) -> None:
+    """Keep the planner's log lines (what it chose) in ``messages``: this child process's only
+    handler on the library's logger."""
+    import logging
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "memory plan" in record.getMessage():
+                messages.append(record.getMessage().split(": ", 1)[1])
+
+    logger = logging.getLogger("hf_sparc")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
 
 
 def _compare(out: Path, case: str, share: float) -> dict:

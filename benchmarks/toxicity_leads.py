@@ -15,7 +15,12 @@ same dev prompts, texts and questions (per-item outcomes, so the report has pair
 - ``random``: ``count`` random units among LRP's candidates (seeds);
 - ``lrp H heads`` / ``lrp H heads + neurons`` (``--leads heads``, ``--heads H ...``): the H heads of
   head-level LRP (same references, same rule), cut alone and together with ``lrp``'s neurons
-  (prompt copying runs through attention: ``benchmarks/toxicity_sources.py``).
+  (prompt copying runs through attention: ``benchmarks/toxicity_sources.py``);
+- ``lrp + N sampled`` (``--leads sampled``): more undesired references — N sampled continuations
+  per reference prompt (nucleus 0.9, temperature 1) added to the greedy ones, focused on their
+  toxic words the same way, against the same general relevance;
+- ``lrp 2 rounds`` (``--leads rounds``): half the count cut, the references found again on the
+  cut model (the toxicity it left), attributed there, and the other half cut.
 
     python benchmarks/toxicity_leads.py --output runs/leads-dev --record docs/results/toxicity_leads_dev.json
 
@@ -30,13 +35,16 @@ Gradient×Input and random (both among LRP's candidates) — which may read the 
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import sys
 import time
 from dataclasses import replace
 
 import hf_sparc
+from hf_sparc.behaviors import BehaviorSet, own_references
 from hf_sparc.cli._common import load_model
+from hf_sparc.metrics import Sampling, generate_continuations
 from hf_sparc.workflows._experiment import AURA_RULES, prepare_experiment
 from hf_sparc.workflows.correction import CorrectionResult, CorrectionSettings, _mean_rows
 
@@ -55,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dampen", type=float, nargs="*", default=[0.5])
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--task-limit", type=int, default=CorrectionSettings.task_limit)
-    parser.add_argument("--leads", nargs="*", choices=["general", "heads"], default=["general"],
-                        help="general: per-token and paired-reference rows; heads: head rows")  # fmt: skip
+    parser.add_argument("--leads", nargs="*", choices=["general", "heads", "sampled", "rounds"],
+                        default=["general"], help="which lead rows (see above)")  # fmt: skip
+    parser.add_argument("--samples", type=int, default=4, help="sampled continuations per prompt")
     parser.add_argument("--heads", type=int, nargs="+", default=[2, 6], help="head counts of the head rows")
     parser.add_argument("--no-aura", dest="aura", action="store_false", help="leave out AurA's rows")
     parser.add_argument("--compare", action="store_true", help="the fixed comparison rows (see above)")
@@ -85,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         _add_leads(experiment, lrp, selections, rules)
     if not args.compare and "heads" in args.leads:
         _add_head_leads(experiment, lrp, args.heads, selections, rules)
+    if not args.compare and "sampled" in args.leads:
+        _add_sampled_lead(experiment, lrp, args.samples, selections, rules)
+    if not args.compare and "rounds" in args.leads:
+        _add_rounds_lead(experiment, lrp, selections, rules)
     for name, masks in experiment.fit_aura(s.count).items() if args.aura else ():
         selections[name] = [masks]
         rules[name] = AURA_RULES[name]
@@ -147,6 +160,62 @@ def _add_head_leads(experiment, lrp, counts: list[int], selections: dict, rules:
         rules[f"lrp {count} heads"] = "own, head level"
         selections[f"lrp {count} heads + neurons"] = [(cut, lrp.masks)]
         rules[f"lrp {count} heads + neurons"] = "both cuts at once"
+
+
+def _add_sampled_lead(experiment, lrp, samples: int, selections: dict, rules: dict) -> None:
+    """The greedy references plus the toxic words of ``samples`` sampled continuations per prompt."""
+    s, behavior = experiment.settings, experiment.behavior
+    prompts = behavior.candidates("reference", seed=s.seed)[: s.n_candidates]
+    generations = generate_continuations(
+        experiment.model, experiment.tokenizer, prompts, max_new_tokens=s.max_new_tokens,
+        batch_size=s.batch_size, sampling=Sampling(n=samples, seed=s.seed),
+    )  # fmt: skip
+    scorer_name, score = behavior.scoring(experiment.scorer)
+    scores = score(generations)
+    threshold = experiment.references.threshold
+    kept = [i for i, (g, v) in enumerate(zip(generations, scores, strict=True))
+            if g["continuation_ids"] and behavior.shows(v, threshold)]  # fmt: skip
+    sampled = BehaviorSet(
+        pairs=[{key: generations[i][key] for key in ("prompt", "continuation")} for i in kept],
+        behavior=behavior.name, threshold=threshold, scorer=scorer_name, max_new_tokens=s.max_new_tokens,
+        limit=None, n_candidates=len(generations), scores=scores, kept=kept,
+    )  # fmt: skip
+    words = hf_sparc.focus_on_words(sampled, scorer=experiment.scorer)
+    undesired = hf_sparc.attribute(
+        experiment.model, list(experiment.references) + list(words), tokenizer=experiment.tokenizer,
+        method="lrp", level="neuron", batch_size=max(1, s.batch_size // 2), max_length=s.reference_max_length,
+    )  # fmt: skip
+    name = f"lrp + {samples} sampled"
+    selections[name] = [
+        hf_sparc.select_contrastive(
+            undesired, lrp.relevance["general"], count=s.count, protect_general=s.protect_general
+        )
+    ]
+    rules[name] = (
+        f"own, undesired = {len(experiment.references)} greedy + {len(words)} sampled toxic words "
+        f"({len(kept)} of {len(generations)} sampled continuations toxic)"
+    )
+
+
+def _add_rounds_lead(experiment, lrp, selections: dict, rules: dict) -> None:
+    """Half the count cut, references found again on the cut model, the other half cut there."""
+    s = experiment.settings
+    first_count = s.count // 2
+    first = hf_sparc.select_contrastive(
+        lrp.relevance["undesired"], lrp.relevance["general"], count=first_count,
+        protect_general=s.protect_general,
+    )  # fmt: skip
+    cut = hf_sparc.apply_masks(copy.deepcopy(experiment.model), first).merge_and_unload()
+    references = own_references(
+        cut, experiment.tokenizer, s.behavior, n_candidates=s.n_candidates, focus=s.focus,
+        threshold=s.threshold, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+        scorer=experiment.scorer, seed=s.seed,
+    )  # fmt: skip
+    (second,) = replace(experiment, model=cut, references=references).fit("lrp", s.count - first_count)
+    selections["lrp 2 rounds"] = [first.union(second.masks)]
+    rules["lrp 2 rounds"] = (
+        f"own; {first_count} cut, then {s.count - first_count} from {len(references)} references found again"
+    )
 
 
 if __name__ == "__main__":

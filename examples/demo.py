@@ -12,8 +12,8 @@ dev split) and by default reports **test** numbers: the locked held-out split th
 made on (see ``hf_sparc.data.builtin``). ``--split dev`` measures on the dev split instead, where
 options are compared and chosen; never choose anything on test numbers.
 
-    python examples/demo.py                 # defaults (about 40 min on 2 CPU cores: 35 min measured for
-                                            # 16 selections, + AurA's 2)
+    python examples/demo.py                 # defaults (about 60 min on 2 idle CPU cores: 18 selections
+                                            # × 3 min + references and attribution)
     python examples/demo.py --quick         # smaller sets, fewer controls (a few minutes)
 """
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,20 +105,54 @@ def test_budgeted_run_equals_the_unbudgeted_one_and_says_what_it_chose(caplog, a
         assert all(torch.equal(top_free[n], top_bounded[n]) for n in top_free)
 
 
-def test_on_cpu_the_relevance_itself_counts_and_passes_are_not_planned():
-    model = make_model("llama")
+def test_on_cpu_passes_keep_finished_scores_on_disk_and_the_relevance_itself_counts(
+    monkeypatch, tensor_budgets
+):
+    model, tokenizer = make_model("llama"), make_tokenizer()
     targets = _weight_targets(model)
-    budget = plan_memory(model, targets, "weight", 64, 2, budget=None).estimate
-    while len(plan_memory(model, targets, "weight", 64, 2, budget).groups) < 2:
-        budget = int(budget * 0.95)
-    # an accelerator's budget is met by passes; on CPU every group's scores stay until the end
-    with pytest.raises(MemoryError, match="accumulators or scores need"):
-        plan_memory(model, targets, "weight", 64, 2, budget, scores_in_budget=True)
-    one_pass = plan_memory(model, targets, "weight", 64, 2, budget * 2, scores_in_budget=True)
-    assert one_pass == plan_memory(model, targets, "weight", 64, 2, budget * 2)  # one pass: the same
-    scores = sum(m.weight.numel() for m in targets.values()) * 4
-    floor = plan_memory(model, {}, "weight", 64, 2, budget=None)
-    assert one_pass.estimate >= floor.estimate + scores  # the relevance's own bytes are counted
+    tokens = 3 * max(len(tokenizer(t)["input_ids"]) for t in TEXTS)
+
+    def cpu_plan(budget):
+        return plan_memory(model, targets, "weight", tokens, 2, budget, scores_in_budget=True)
+
+    one_pass = cpu_plan(plan_memory(model, targets, "weight", tokens, 2, None).estimate)
+    assert len(one_pass.groups) == 1 and not one_pass.spill
+    # one pass: the same plan as an accelerator's
+    assert one_pass == plan_memory(model, targets, "weight", tokens, 2, one_pass.estimate)
+    # below the one-pass peak on CPU: passes, each finished group's scores on disk until the end
+    plan = cpu_plan(plan_memory(model, targets, "weight", tokens, 2, 10**12).estimate - 1)
+    budget = plan.estimate
+    while len(plan.groups) < 2:
+        budget = int(budget * 0.97)
+        plan = cpu_plan(budget)
+    assert plan.spill and plan.estimate <= budget
+    # at one token per batch a pass needs less than the end of the run (model and relevance): the
+    # end is what must fit then, exactly
+    model_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    end = model_bytes + sum(m.weight.numel() for m in targets.values()) * 4
+    at_the_end = plan_memory(model, targets, "weight", 1, 2, end, scores_in_budget=True)
+    assert at_the_end.spill and at_the_end.estimate == end
+    with pytest.raises(MemoryError, match="cannot be met"):
+        plan_memory(model, targets, "weight", 1, 2, end - 1, scores_in_budget=True)
+
+    spilled = []
+
+    def save_scores(tensors, path):
+        spilled.append((path, sorted(tensors)))
+        engine_save_scores(tensors, path)
+
+    engine_save_scores = engine._save_scores
+    monkeypatch.setattr(engine, "_save_scores", save_scores)
+    free = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight", batch_size=3, progress=False)
+    bounded = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight", batch_size=3,
+                                 progress=False, max_memory=budget)  # fmt: skip
+    assert [names for _, names in spilled] == [sorted(group) for group in plan.groups]
+    assert not any(Path(path).parent.exists() for path, _ in spilled)  # the folder is removed
+    assert list(bounded) == list(free)
+    for name in free:
+        torch.testing.assert_close(
+            bounded[name], free[name], rtol=1e-5, atol=1e-6 * float(free[name].abs().max())
+        )
 
 
 def test_budget_from_the_pruner_config_and_cli_is_checked_early():

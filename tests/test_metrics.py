@@ -12,6 +12,7 @@ from sparc_fixtures import masks_for
 
 import hf_sparc
 from hf_sparc.metrics import (
+    Sampling,
     SparcPerplexity,
     find_toxic_label,
     generate_continuations,
@@ -158,6 +159,30 @@ def test_generation_accepts_dict_prompts_and_a_tokenizer_without_pad(llama, toke
     assert no_pad.pad_token_id is None
     assert generate_continuations(llama, no_pad, PROMPTS, max_new_tokens=4, progress=False) == plain
     assert no_pad.pad_token_id is None and no_pad.padding_side == tokenizer.padding_side
+
+
+def test_sampled_continuations_are_seeded_per_call_and_leave_the_global_generator(llama, tokenizer):
+    def sampled(seed: int) -> list[dict]:
+        return generate_continuations(
+            llama, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2, progress=False,
+            sampling=Sampling(n=3, temperature=2.0, top_p=1.0, seed=seed),
+        )  # fmt: skip
+
+    state = torch.random.get_rng_state()
+    first = sampled(0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(123)  # another global state: the call's draws do not depend on it
+    assert sampled(0) == first
+    assert [item["prompt"] for item in first] == [text for text in PROMPTS for _ in range(3)]
+    # A random model at temperature 2 draws different words: samples differ from each other,
+    # from another seed's and from the greedy continuation.
+    texts = [item["continuation_ids"] for item in first]
+    assert len({tuple(ids) for ids in texts}) > len(PROMPTS)
+    assert [item["continuation_ids"] for item in sampled(1)] != texts
+    greedy = generate_continuations(llama, tokenizer, PROMPTS, max_new_tokens=6, progress=False)
+    assert [item["continuation_ids"] for item in greedy] != texts[::3]
+    with pytest.raises(ValueError, match="top_p"):
+        Sampling(top_p=0.0)
 
 
 def test_continuations_end_before_eos_and_repetition_skips_empty_ones(tokenizer):

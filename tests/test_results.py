@@ -111,7 +111,7 @@ def test_benchmark_views_render_their_records(tmp_path):
     record = {
         "rows": [
             row("train_step", "small", 0.01, 1000.0), row("train_step", "big", 0.1, 8000.0),
-            row("lrp_weight_budget", "small", 0.02, 900.0, 0.5),
+            row("lrp_weight_budget", "small", 0.02, 900.0, 0.5, plan="float32 accumulators, 2 passes"),
             {"case": "lrp_weight_budget", "shape": "big", "budget_share": 0.5, "error": "MemoryError: no"},
         ],
         "slopes": {"train_step": {"time": 1.0, "memory": 0.9}},
@@ -124,6 +124,7 @@ def test_benchmark_views_render_their_records(tmp_path):
     budget = next(line for line in table.splitlines() if line.startswith("| lrp_weight_budget"))
     assert "0.5 × train step peak" in budget and "| 900 | 0.90 |" in budget and "refused" in budget
     assert "| 8,000 | 1.00 | 1.00 / 0.90 |" in table and "small @ 0.5: m: bitwise equal" in table
+    assert "The planner's choices: small lrp_weight_budget @ 0.5: float32 accumulators, 2 passes." in table
     cost = {"ratios": {"LRP / train step time (neuron)": {"ratio": 0.456, "target": "≤ 0.5"}},
             "cases": {"lrp_neuron": {"seconds": 3.3, "peak_mb": 454.0}}, "command": "c"}  # fmt: skip
     (tmp_path / "c.json").write_text(json.dumps(cost))

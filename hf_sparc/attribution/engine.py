@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
+from tempfile import TemporaryDirectory
 from typing import Any, Literal
 
 import torch
@@ -111,23 +113,44 @@ def attribute(
 
 
 def _run_groups(run, plan: MemoryPlan, samples, shard: Shard, absolute: bool, store: dict, options: dict):
-    """Stream the data once per target group of ``plan``; the groups' scores in the targets' order."""
-    parts = []
-    for number, group in enumerate(plan.groups):
-        single = len(plan.groups) == 1
-        part = run if single else dataclasses.replace(run, targets={n: run.targets[n] for n in group})
-        directory = store["directory"]
-        if directory is not None and not single:
-            directory = f"{directory}/group-{number}"
-        checkpoints, state = _resume(part, samples, options["pad_id"], shard, directory, store["every"])
-        collector = Collector(part.base, part.spec, run.level, part.method.signal, part.targets, absolute,
-                              state.sums, dtype=plan.accumulator)  # fmt: skip
-        stream_batches(part, samples, collector, state, shard=shard, store=checkpoints, **options)
-        parts.append(_result(part, state, shard, collector, samples))
-    if len(parts) == 1:
-        return parts[0]
-    scores = {name: parts[i][name] for i, group in enumerate(plan.groups) for name in group}
-    return Relevance({name: scores[name] for name in run.targets}, parts[0].info)
+    """Stream the data once per target group of ``plan``; the groups' scores in the targets' order
+    (with ``plan.spill``, each group's wait in a temporary folder until the last pass is over)."""
+    scores, info = {}, None
+    with ExitStack() as stack:
+        spilled = stack.enter_context(TemporaryDirectory(prefix="hf_sparc-scores-")) if plan.spill else None
+        for number, group in enumerate(plan.groups):
+            single = len(plan.groups) == 1
+            part = run if single else dataclasses.replace(run, targets={n: run.targets[n] for n in group})
+            directory = store["directory"]
+            if directory is not None and not single:
+                directory = f"{directory}/group-{number}"
+            checkpoints, state = _resume(part, samples, options["pad_id"], shard, directory, store["every"])
+            collector = Collector(part.base, part.spec, run.level, part.method.signal, part.targets, absolute,
+                                  state.sums, dtype=plan.accumulator)  # fmt: skip
+            stream_batches(part, samples, collector, state, shard=shard, store=checkpoints, **options)
+            result = _result(part, state, shard, collector, samples)
+            if single:
+                return result
+            info = info or result.info
+            if spilled is None:
+                scores.update(result)
+            else:
+                _save_scores(dict(result), f"{spilled}/group-{number}.pt")
+            del result, collector, state
+        if spilled is not None:
+            for number in range(len(plan.groups)):
+                scores.update(_load_scores(f"{spilled}/group-{number}.pt"))
+    return Relevance({name: scores[name] for name in run.targets}, info)
+
+
+def _save_scores(scores: dict[str, torch.Tensor], path: str) -> None:
+    torch.save(scores, path)
+
+
+def _load_scores(path: str) -> dict[str, torch.Tensor]:
+    """Read into fresh memory, not mapped from the file: a memory-mapped load keeps the whole
+    file's pages resident for as long as any one tensor of it lives (the caller may keep a few)."""
+    return torch.load(path, weights_only=True, mmap=False)
 
 
 def _memory_plan(run: AttributionRun, samples: list[Sample], batch_size: int, max_memory):

@@ -6,7 +6,7 @@ of the largest scored module: a batch's fp32 product on its way into float64 acc
 ones take it in place) and, when scores are finished, one float64 and one fp32 copy. Sums are
 released as their scores are made, so sums and scores are never held at once. On CPU the budget is
 the process's: what it already holds besides the model (interpreter, libraries, data: its resident
-memory minus the model's tensors and minus the heap malloc keeps free) counts too.
+memory minus the model's tensors, once malloc has returned its free pages) counts too.
 
 Weights offloaded by ``accelerate`` (``disk_offload``, ``device_map`` with ``"disk"``/``"cpu"``
 entries on a GPU) are loaded one module at a time, but autograd keeps each loaded weight for the
@@ -22,8 +22,10 @@ module's (the output embedding until its backward).
 3. gradient checkpointing (activations of one decoder layer instead of all);
 4. the targets split into layer groups attributed in successive passes over the data (each pass
    holds the accumulators of one group only; the data is read once per group). Finished scores are
-   float32 in CPU memory, so this helps where the budget is an accelerator's; on CPU the relevance
-   itself (4 bytes per unit) is held at the end whatever the grouping, and passes are not planned.
+   float32 in CPU memory, which is outside an accelerator's budget; on CPU they would add up during
+   the passes, so each finished group's scores wait in a temporary folder on disk until the last
+   pass is over (``MemoryPlan.spill``). The relevance itself (4 bytes per unit) is held at the end
+   in any case, with the model's resident weights but without a batch's activations.
 
 It logs what it chose and raises ``MemoryError`` with the smallest budget that would fit when even
 one decoder layer's targets per pass do not. Budgets below the model's own size need offloaded weights
@@ -32,6 +34,7 @@ one decoder layer's targets per pass do not. Budgets below the model's own size 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import math
@@ -75,10 +78,12 @@ class MemoryPlan:
     groups: tuple[tuple[str, ...], ...]
     estimate: int
     held_by_process: int = 0
+    spill: bool = False  # finished groups' scores wait on disk until the last pass is over
 
     def describe(self) -> str:
         dtype = str(self.accumulator).removeprefix("torch.")
         passes = f"{len(self.groups)} passes over the data" if len(self.groups) > 1 else "one pass"
+        passes += " (finished scores kept on disk between them)" if self.spill else ""
         checkpointing = ", gradient checkpointing" if self.gradient_checkpointing else ""
         held = f" ({self.held_by_process / 1e9:.2f} GB of it held by the process before the run)"
         return (f"{dtype} accumulators{checkpointing}, {passes}; estimated peak {self.estimate / 1e9:.2f} GB"
@@ -87,6 +92,7 @@ class MemoryPlan:
 
 @dataclass(frozen=True)
 class _Costs:
+    resident: int  # parameters and buffers in memory (not offloaded)
     model: int  # parameters and buffers (offloaded ones included: all held after the forward)
     model_checkpointed: int  # the same when offloaded decoder layers are loaded one at a time
     activations: int  # kept for the backward pass, all layers
@@ -111,6 +117,7 @@ def _costs(model: nn.Module, targets: dict[str, nn.Module], level: str, tokens: 
     if level == "weight" and offloaded:  # finishing a module loads its weight once more
         transient += max((u * 4 for u in units.values()), default=0)
     return _Costs(
+        resident=resident,
         model=resident + sum(offloaded.values()),
         model_checkpointed=resident + max(offloaded.values(), default=0),
         activations=layers * per_layer + vocab,
@@ -172,18 +179,21 @@ def plan_memory(
     without a budget: float64 accumulators, one pass. ``tokens``: tokens per batch;
     ``held_by_process``: memory the process holds besides the model (:func:`process_bytes`);
     ``scores_in_budget``: finished scores (float32, formed in CPU memory) count against the budget,
-    as on CPU: then the relevance itself is held at the end, and layer-group passes save nothing."""
+    as on CPU: then the relevance itself is held at the end, and passes keep finished groups' scores
+    on disk (``spill``)."""
     costs = _costs(model, targets, level, tokens, layers)
     everything = (tuple(targets),)
     total_units = sum(costs.units.values())
 
+    spill = scores_in_budget  # passes on CPU keep finished scores on disk
+    end = held_by_process + costs.resident + total_units * 4  # the relevance, after the last pass
+
     def peak(dtype_bytes: int, checkpointing: bool, groups) -> int:
         held = max((sum(costs.units[n] for n in group) for group in groups), default=0) * dtype_bytes
-        if scores_in_budget and len(groups) > 1:  # the last pass: earlier groups' scores + its sums
-            held = total_units * 4
         activations = costs.checkpointed if checkpointing else costs.activations
         weights = costs.model_checkpointed if checkpointing else costs.model
-        return held_by_process + weights + activations + held + costs.transient
+        during = held_by_process + weights + activations + held + costs.transient
+        return max(during, end) if spill and len(groups) > 1 else during
 
     if budget is None:
         return MemoryPlan(torch.float64, False, everything, peak(8, False, everything), held_by_process)
@@ -196,8 +206,8 @@ def plan_memory(
     fixed = peak(4, True, ())
     room = budget - fixed
     largest = max(sum(costs.units[n] for n in group) for group in by_layer) * 4
-    if room < largest or scores_in_budget:
-        _refuse(budget, held_by_process, costs, fixed + (total_units * 4 if scores_in_budget else largest))
+    if room < largest or (spill and end > budget):
+        _refuse(budget, held_by_process, costs, max(fixed + largest, end if spill else 0))
     groups, current, held = [], [], 0
     for group in by_layer:
         size = sum(costs.units[n] for n in group) * 4
@@ -207,15 +217,23 @@ def plan_memory(
         current.extend(group)
         held += size
     groups.append(tuple(current))
-    return _chosen(MemoryPlan(torch.float32, True, tuple(groups), peak(4, True, groups), held_by_process))
+    plan = MemoryPlan(torch.float32, True, tuple(groups), peak(4, True, groups), held_by_process,
+                      spill=spill and len(groups) > 1)  # fmt: skip
+    return _chosen(plan)
 
 
 def process_bytes(model: nn.Module, device: torch.device) -> int:
-    """What the process holds besides ``model``'s tensors: its resident memory minus the model's
-    CPU tensors and minus the heap malloc has freed but kept (reused by the run; glibc keeps most
-    freed blocks), on CPU (Linux; 0 elsewhere and on accelerators, whose budget counts tensors only)."""
+    """What the process holds besides ``model``'s tensors, on CPU: its resident memory minus the
+    model's CPU tensors, after malloc has given its free pages back to the OS (Linux with glibc;
+    0 elsewhere and on accelerators, whose budget counts tensors only).
+
+    glibc keeps freed blocks, which the run would reuse; its free-heap total (``mallinfo2``) cannot
+    be subtracted instead, as it also counts pages never touched or already released (it exceeded
+    the resident memory once, and the plan then counted nothing). ``malloc_trim`` changes no
+    setting: it returns free pages, which a later allocation faults in again."""
     if device.type != "cpu":
         return 0
+    _release_free_heap()
     try:
         with open("/proc/self/statm") as statm:
             rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -223,25 +241,12 @@ def process_bytes(model: nn.Module, device: torch.device) -> int:
         return 0
     tensors = (*model.parameters(), *model.buffers())
     model_bytes = sum(t.numel() * t.element_size() for t in tensors if t.device.type == "cpu")
-    return max(rss - model_bytes - _free_heap_bytes(), 0)
+    return max(rss - model_bytes, 0)
 
 
-_MALLINFO2_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-                     "fordblks", "keepcost")  # fmt: skip
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2_FIELDS]
-
-
-def _free_heap_bytes() -> int:
-    """Free bytes inside glibc's heap (``mallinfo2().fordblks``); 0 without glibc ≥ 2.33."""
-    try:
-        mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
-        return 0
-    mallinfo2.restype = _MallInfo2
-    return int(mallinfo2().fordblks)
+def _release_free_heap() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _chosen(plan: MemoryPlan) -> MemoryPlan:

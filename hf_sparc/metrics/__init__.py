@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_sparc.metrics._common import PromptsLike
-from hf_sparc.metrics.generation import generate_continuations
+from hf_sparc.metrics.generation import Sampling, generate_continuations
 from hf_sparc.metrics.jigsaw_scorer import JIGSAW_SCORER, jigsaw_scorer
 from hf_sparc.metrics.likelihood import log_likelihoods, perplexity, sequence_start, text_nlls
 from hf_sparc.metrics.repetitiveness import repetition, response_uniqueness_ratio
@@ -53,6 +53,7 @@ __all__ = [
     "TOXICITY_SCORERS",
     "NamedScorer",
     "PromptsLike",
+    "Sampling",
     "ScorerLike",
     "SparcIOI",
     "SparcPerplexity",

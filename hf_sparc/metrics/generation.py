@@ -1,7 +1,8 @@
-"""Greedy continuations of prompts: the model's own behaviour that the metrics score."""
+"""Continuations of prompts (greedy, or sampled): the model's own behaviour that the metrics score."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,6 +16,28 @@ from hf_sparc.metrics._common import (
     progress_bar,
     prompt_texts,
 )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampled instead of greedy continuations: ``n`` per prompt, nucleus sampling (``top_p``) at
+    ``temperature`` (RealToxicityPrompts' protocol samples with top_p 0.9). The draws come from
+    a generator seeded with ``seed`` inside the call (the process's random state is restored
+    afterwards), so a call is reproducible for the same prompts and ``batch_size``."""
+
+    n: int = 4
+    temperature: float = 1.0
+    top_p: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"Sampling needs n >= 1, temperature > 0 and 0 < top_p <= 1; got {self}.")
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """``model.generate`` arguments (top-k off: nucleus sampling alone)."""
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0,
+                "num_return_sequences": self.n}  # fmt: skip
 
 
 def _ids(value: Any) -> set[int]:
@@ -48,16 +71,16 @@ def generate_continuations(
     max_new_tokens: int = 32,
     batch_size: int = 8,
     progress: bool = True,
+    sampling: Sampling | None = None,
 ) -> list[dict[str, Any]]:
-    """Greedy continuations of ``prompts``, in input order.
+    """Greedy (or, with ``sampling``, sampled) continuations of ``prompts``, in input order.
 
     Prompts are encoded as raw text with the tokenizer's special tokens (a BOS where it adds one;
     no chat template) and generated in left-padded batches, longest prompts first so that a
     batch wastes little compute on padding. The model's ``generation_config`` applies (e.g. its
-    EOS ids or a repetition penalty) except that decoding is always greedy (``do_sample=False``,
-    one beam), so the result is deterministic and, up to floating-point ties, independent of
-    ``batch_size``. The tokenizer is not modified: padding is done here, with the pad token or,
-    if there is none, EOS.
+    EOS ids or a repetition penalty) except the decoding: greedy (one beam) unless ``sampling``
+    is given, so the result is deterministic and, up to floating-point ties, independent of
+    ``batch_size``. The tokenizer is not modified: padding uses its pad token, or EOS.
 
     Args:
         model: A causal LM (``*ForCausalLM``) or a ``PeftModel`` around one (adapters apply).
@@ -67,11 +90,12 @@ def generate_continuations(
         max_new_tokens: Tokens generated per prompt, at most.
         batch_size: Prompts per ``generate`` call.
         progress: Show a tqdm bar (also silenced by transformers' progress-bar setting).
+        sampling: ``sampling.n`` sampled continuations per prompt instead of one greedy one.
 
     Returns:
-        One dict per prompt: ``"prompt"`` (the prompt string), ``"continuation_ids"`` (the
-        generated token ids, cut before the first EOS or pad token, so neither is ever included)
-        and ``"continuation"`` (those ids decoded without special tokens).
+        One dict per prompt (``sampling``: ``sampling.n`` in a row): ``"prompt"``,
+        ``"continuation_ids"`` (the generated ids, cut before the first EOS or pad token, so
+        neither is ever included) and ``"continuation"`` (those ids decoded without special tokens).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -87,12 +111,17 @@ def generate_continuations(
     )
     device = model_device(model)
     order = sorted(range(len(texts)), key=lambda index: -len(encoded[index]))
-    results: list[dict[str, Any]] = [{} for _ in texts]
+    n = sampling.n if sampling else 1
+    decoding = sampling.generate_kwargs() if sampling else {"do_sample": False}
+    results: list[dict[str, Any]] = [{} for _ in range(len(texts) * n)]
     with (
         eval_mode(model),
         torch.inference_mode(),
+        torch.random.fork_rng(devices=range(torch.cuda.device_count()), enabled=sampling is not None),
         progress_bar(len(texts), "hf_sparc generate", progress) as bar,
     ):
+        if sampling:
+            torch.manual_seed(sampling.seed)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             input_ids, attention_mask = pad_batch([encoded[i] for i in chunk], pad_id, "left", device)
@@ -100,14 +129,15 @@ def generate_continuations(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
                 num_beams=1,
                 pad_token_id=pad_id,
+                **decoding,
             )
-            for index, new_ids in zip(chunk, output[:, input_ids.shape[1] :].tolist(), strict=True):
+            slots = (index * n + sample for index in chunk for sample in range(n))
+            for slot, new_ids in zip(slots, output[:, input_ids.shape[1] :].tolist(), strict=True):
                 ids = _first_stop(new_ids, stop_ids)
-                results[index] = {
-                    "prompt": texts[index],
+                results[slot] = {
+                    "prompt": texts[slot // n],
                     "continuation": tokenizer.decode(ids, skip_special_tokens=True),
                     "continuation_ids": ids,
                 }

@@ -74,6 +74,9 @@ def scale(data: Mapping[str, Any]) -> str:
             for name, c in modules.items()
         ]
         lines.append(f"\nBudgeted vs default relevance, {run}: " + "; ".join(parts) + ".")
+    plans = [f"{r['shape']} {scale_series(r)}: {r['plan']}" for r in rows if r.get("plan")]
+    if plans:
+        lines.append("\nThe planner's choices: " + "; ".join(plans) + ".")
     return "\n".join(lines) + "\n\n" + _command(data)
 
 
