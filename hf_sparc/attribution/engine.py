@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import nullcontext
 from tempfile import TemporaryDirectory
 from typing import Any, Literal
 
@@ -116,8 +116,7 @@ def _run_groups(run, plan: MemoryPlan, samples, shard: Shard, absolute: bool, st
     """Stream the data once per target group of ``plan``; the groups' scores in the targets' order
     (with ``plan.spill``, each group's wait in a temporary folder until the last pass is over)."""
     scores, info = {}, None
-    with ExitStack() as stack:
-        spilled = stack.enter_context(TemporaryDirectory(prefix="hf_sparc-scores-")) if plan.spill else None
+    with TemporaryDirectory(prefix="hf_sparc-scores-") if plan.spill else nullcontext() as spilled:
         for number, group in enumerate(plan.groups):
             single = len(plan.groups) == 1
             part = run if single else dataclasses.replace(run, targets={n: run.targets[n] for n in group})
