@@ -26,7 +26,7 @@ def test_prune_count_reads_the_decimal():
             prune_count(10, bad)
 
 
-@pytest.mark.parametrize("method", ["lrp", "wanda", "magnitude"])
+@pytest.mark.parametrize("method", ["lrp", "lrp-l2", "lrp-wanda", "wanda", "magnitude"])
 @pytest.mark.parametrize("sparsity", [0.5, 0.3, 0.29])
 def test_global_prunes_floor_s_n_lowest_first(tokenizer, method, sparsity):
     model = make_model("llama")
@@ -72,6 +72,9 @@ def test_compare_leaves_the_model_unchanged(tokenizer):
         ("wanda", "row"),
     ]
     assert all(r.pruned == prune_count(r.total, 0.5) and math.isfinite(r.perplexity) for r in rows)
+    for row in rows:  # the per-text outcomes a paired comparison resamples make up the perplexity
+        assert len(row.text_nlls) == len(row.text_tokens) == len(TEXTS)
+        assert math.exp(sum(row.text_nlls) / sum(row.text_tokens)) == pytest.approx(row.perplexity, rel=1e-12)
     assert math.isfinite(before) and all(r.perplexity != before for r in rows)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, before_logits)
@@ -98,10 +101,19 @@ def test_compress_cli_end_to_end(tokenizer, tmp_path, capsys):
     texts.write_text("\n".join(TEXTS))
     common = ["--model", str(tmp_path / "model"), "--reference", str(texts), "--eval", str(texts)]
     out = tmp_path / "compressed"
-    argv = ["compress", *common, "--sparsity", "0.5", "--method", "wanda", "--scope", "row", "--merged"]
+    argv = ["compress", *common, "--sparsity", "0.5", "--method", "wanda", "--scope", "row", "--merged",
+            "--objective", "next_token_logprob"]  # fmt: skip
     assert main([*argv, "--output", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert [r["method"] for r in report["rows"]] == ["wanda", "lrp", "magnitude"]
+    assert [r["method"] for r in report["rows"]] == [
+        "wanda",
+        "lrp",
+        "lrp-l2",
+        "lrp-wanda",
+        "gradient-wanda",
+        "magnitude",
+    ]
+    assert report["objective"] == "next_token_logprob"
     assert all(r["pruned"] == prune_count(r["total"], 0.5) for r in report["rows"])
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     loaded = PeftModel.from_pretrained(base, out)

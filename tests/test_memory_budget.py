@@ -78,17 +78,20 @@ def test_plan_tightens_step_by_step_and_refuses_what_cannot_fit():
     assert seen_groups > 1
 
 
-def test_budgeted_run_equals_the_unbudgeted_one_and_says_what_it_chose(caplog, accelerator_budget):
+@pytest.mark.parametrize("method", ["lrp", "lrp-l2"])
+def test_budgeted_run_equals_the_unbudgeted_one_and_says_what_it_chose(caplog, accelerator_budget, method):
     model, tokenizer = make_model("llama"), make_tokenizer()
-    free = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight", batch_size=3, progress=False)
+    free = hf_sparc.attribute(
+        model, TEXTS, tokenizer=tokenizer, method=method, level="weight", batch_size=3, progress=False
+    )
     targets = _weight_targets(model)
     longest = max(len(tokenizer(t)["input_ids"]) for t in TEXTS)
     budget = plan_memory(model, targets, "weight", 3 * longest, 2, None).estimate
     while len(plan_memory(model, targets, "weight", 3 * longest, 2, budget).groups) < 2:
         budget = int(budget * 0.95)
     with caplog.at_level(logging.INFO, logger="hf_sparc"):
-        bounded = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, level="weight", batch_size=3,
-                                     progress=False, max_memory=budget)  # fmt: skip
+        bounded = hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, method=method, level="weight",
+                                     batch_size=3, progress=False, max_memory=budget)  # fmt: skip
     assert (
         "float32 accumulators, gradient checkpointing" in caplog.text
         and "passes over the data" in caplog.text

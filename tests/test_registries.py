@@ -66,9 +66,18 @@ def test_methods_table_reads_levels_and_needs_from_the_signal():
     for method in METHODS.values():
         assert method.levels == method.signal.levels
         assert method.needs_data == method.signal.needs_data
-    assert {m.name for m in METHODS.values() if m.needs_gradient} == {"lrp", "cp-lrp", "gradient"}
+    assert {m.name for m in METHODS.values() if m.needs_gradient} == {
+        "lrp",
+        "cp-lrp",
+        "gradient",
+        "lrp-l2",
+        "gradient-l2",
+        "lrp-wanda",
+        "gradient-wanda",
+    }
     assert {m.name for m in METHODS.values() if not m.needs_data} == {"magnitude", "random"}
     assert METHODS["lrp"].signal == METHODS["gradient"].signal  # one relevance signal, three methods
+    assert METHODS["lrp-l2"].signal == METHODS["gradient-l2"].signal != METHODS["lrp"].signal
 
 
 def test_lrp_and_cp_lrp_placements_differ_only_in_the_attention_rules():
@@ -114,7 +123,13 @@ def test_logit_difference_token_relevance_is_conserved_under_cp_lrp(tokenizer):
 
 
 def test_objectives_registry_and_task_item_checks(tokenizer):
-    assert list(OBJECTIVES) == ["next_token", "next_token_centered", "last_token_max", "logit_difference"]
+    assert list(OBJECTIVES) == [
+        "next_token",
+        "next_token_centered",
+        "next_token_logprob",
+        "last_token_max",
+        "logit_difference",
+    ]
     model = make_model("llama")
     with pytest.raises(ValueError, match=r"Unknown objective 'nope'.*logit_difference"):
         hf_sparc.attribute(model, TEXTS, tokenizer=tokenizer, objective="nope")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -165,3 +166,25 @@ def test_toxicity_sources_view_renders_each_model_scorer_and_row(tmp_path):
     assert "| 2/20 = 10% [10, 90] | 30/60 = 50% [10, 90] | 0.004 | 9/168 = 5% [10, 90] | 248/248 |" in table
     assert "| m | profanity-check |  |  | random (3 seeds pooled) | 5/20 = 25% [10, 90] |" in table
     assert "| m | jigsaw | 80/248 = 32% [10, 90] | – | lrp |" in table
+
+
+def test_compression_paired_view_compares_each_method_with_wanda_on_the_same_texts(tmp_path):
+    def row(method, nlls):
+        return {"method": method, "scope": "row", "perplexity": math.exp(sum(nlls) / 40.0),
+                "text_nlls": nlls, "text_tokens": [10, 10, 10, 10]}  # fmt: skip
+
+    rows = [row("wanda", [30.0, 31.0, 32.0, 33.0]), row("lrp-l2", [29.0, 30.0, 31.0, 32.0]),
+            row("gradient-l2", [29.0, 31.0, 31.0, 33.0])]  # fmt: skip
+    record = {"rows": rows,
+              "settings": {"n_eval": 4, "eval_split": "test", "n_reference": 256, "objective": "next_token"},
+              "perplexity_before": 20.0, "command": "c"}  # fmt: skip
+    (tmp_path / "p.json").write_text(json.dumps(record))
+    table = render("<!-- results: p.json compression_paired -->\n<!-- /results -->", tmp_path)
+    ours = next(line for line in table.splitlines() if line.startswith("| lrp-l2"))
+    # 0.1 nat less per token on every text: perplexity × e^−0.1 = −9.5%, every resample alike
+    assert "−9.5% [−9.5, −9.5]" in ours and "| 4 / 0 | 0.125 |" in ours
+    assert next(line for line in table.splitlines() if line.startswith("| wanda")).endswith("| – | – | – |")
+    assert "4 test passages (unpruned perplexity 20.00), 256 reference passages" in table
+    # the LRP score against the same score from plain gradients: lower on texts 2 and 4, equal on 1 and 3
+    assert "lrp-l2 against gradient-l2 (the same score from plain gradients), row: −4.9% [" in table
+    assert "texts lower / higher 2 / 0, p = 0.5." in table

@@ -4,6 +4,8 @@
   tokens only for prompt/continuation pairs.
 * ``next_token_centered``: the same positions, each token's logit minus the mean logit over the
   vocabulary (what raises that token against the others; softmax ignores a shift of all logits).
+* ``next_token_logprob``: the same positions, each following token's log-probability (the
+  log-softmax of the full-vocabulary logits): what perplexity measures, so what compression keeps.
 * ``last_token_max``: the top logit at the last position.
 * ``logit_difference``: for two-choice task items ``{"prompt", "correct", "wrong"}``
   (:mod:`hf_sparc.data.tasks`), the logit of the first ``correct`` token minus that of the first
@@ -89,6 +91,28 @@ class NextTokenCentered(NextToken):
         return bias[ids].float() - bias.float().mean()
 
 
+class NextTokenLogProb(Objective):
+    """Σ over explained positions of the following token's log-probability.
+
+    The logit objectives explain what raises a token's score; perplexity also pays for what raises
+    the other tokens' scores, which the log-softmax's gradient (one-hot minus the predicted
+    distribution) brings in. Costs the full-vocabulary logits of the explained positions.
+    """
+
+    name = "next_token_logprob"
+    per_token = True
+
+    def explained_output(self, model: nn.Module, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        head = model.get_output_embeddings()
+        rows = batch.explained.nonzero(as_tuple=True)
+        weight, bias = parameter(head, "weight"), parameter(head, "bias")
+        bias = None if bias is None else bias.float().to(hidden.device)
+        logits = nn.functional.linear(hidden[rows].float(), weight.float().to(hidden.device), bias)
+        ids = batch.targets[rows].to(hidden.device)
+        chosen = logits.log_softmax(-1).gather(1, ids[:, None]).squeeze(1)
+        return torch.zeros(hidden.shape[0], device=hidden.device).index_add(0, rows[0], chosen)
+
+
 class LastTokenMax(Objective):
     """The top logit at the last real position."""
 
@@ -140,7 +164,8 @@ class LogitDifference(Objective):
 
 
 OBJECTIVES: Mapping[str, type[Objective]] = {
-    objective.name: objective for objective in (NextToken, NextTokenCentered, LastTokenMax, LogitDifference)
+    objective.name: objective
+    for objective in (NextToken, NextTokenCentered, NextTokenLogProb, LastTokenMax, LogitDifference)
 }
 
 

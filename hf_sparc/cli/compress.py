@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from hf_sparc.attribution import OBJECTIVES
 from hf_sparc.cli._common import (
     SPEC_HELP,
     Formatter,
@@ -55,6 +56,7 @@ def _run(args: argparse.Namespace) -> None:
             methods=methods,
             scopes=[args.scope],
             absolute=not args.signed,
+            objective=args.objective,
             target_modules=args.target_modules,
             batch_size=args.batch_size,
             max_length=args.max_length,
@@ -78,6 +80,7 @@ def _run(args: argparse.Namespace) -> None:
             "scope": args.scope,
             "sparsity": args.sparsity,
             "absolute_lrp": not args.signed,
+            "objective": args.objective,
             "reference": args.reference,
             "n_reference": len(reference),
             "evaluation": args.eval,
@@ -108,6 +111,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-eval", type=int, default=64, help="held-out texts used")
     parser.add_argument("--target-modules", nargs="+", default=None, help="module name suffixes to prune")
     parser.add_argument("--signed", action="store_true", help="LRP: rank signed R instead of sum |R|")
+    parser.add_argument(
+        "--objective",
+        default="next_token",
+        choices=[name for name, objective in OBJECTIVES.items() if objective.per_token],
+        help="LRP methods: what is explained (next_token_logprob: what perplexity measures)",
+    )
     parser.add_argument("--no-compare", action="store_true", help="evaluate only --method, not all methods")
     parser.add_argument(
         "--merged", action="store_true", help="also write a merged checkpoint to OUTPUT/merged"

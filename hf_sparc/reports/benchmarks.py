@@ -6,8 +6,11 @@ generated from JSON and never typed (:mod:`hf_sparc.reports.render` registers th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
+
+from hf_sparc.reports.statistics import bootstrap_change, mcnemar
 
 
 def _command(data: Mapping[str, Any]) -> str:
@@ -102,6 +105,51 @@ def compression_curve(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) + note + _command(data)
 
 
+def compression_paired(data: Mapping[str, Any]) -> str:
+    """Perplexity per compression method on one evaluation split, each against Wanda in the same
+    scope on the same texts (and each LRP method against its plain-gradient twin, when present):
+    paired bootstrap interval of the perplexity ratio (texts resampled) and the sign test on
+    per-text mean NLL."""
+    rows, settings = data["rows"], data["settings"]
+    found = {(r["method"], r["scope"]): r for r in rows}
+    lines = ["| method | scope | perplexity | vs Wanda [95% CI] | texts lower / higher NLL | p (sign test) |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    twins = []
+    for row in rows:
+        wanda = found.get(("wanda", row["scope"]))
+        cells = _paired(wanda, row) if wanda is not None and row is not wanda else ["–", "–", "–"]
+        cells = [row["method"], row["scope"], f"{row['perplexity']:.2f}", *cells]
+        lines.append("| " + " | ".join(cells) + " |")
+        plain = "gradient" + row["method"][3:] if row["method"].startswith("lrp-") else None
+        twin = found.get((plain, row["scope"]))
+        if twin is not None:
+            change, counts, p = _paired(twin, row)
+            twins.append(f"{row['method']} against {plain} (the same score from plain gradients), "
+                         f"{row['scope']}: {change}, texts lower / higher {counts}, p = {p}.")  # fmt: skip
+    note = (
+        f"\n\n{settings['n_eval']} {settings.get('eval_split', 'dev')} passages (unpruned perplexity "
+        f"{data['perplexity_before']:.2f}), {settings['n_reference']:,} reference passages, LRP methods "
+        f"explaining `{settings.get('objective', 'next_token')}`. "
+    )
+    extends = data.get("extends")
+    earlier = f"Rows before the last run's: `{extends['command']}`. " if extends else ""
+    return "\n".join(lines) + note + "".join(t + " " for t in twins) + earlier + _command(data)
+
+
+def _paired(base: Mapping[str, Any], row: Mapping[str, Any]) -> list[str]:
+    """Change of perplexity from ``base`` to ``row`` [95% CI], texts with lower / higher NLL, p."""
+    change = bootstrap_change(base["text_nlls"], row["text_nlls"], base_weights=base["text_tokens"],
+                              other_weights=row["text_tokens"], exp=True)  # fmt: skip
+    ours, theirs = _mean_nlls(row), _mean_nlls(base)
+    lower = sum(1 for a, b in zip(ours, theirs, strict=True) if a < b)
+    higher = sum(1 for a, b in zip(ours, theirs, strict=True) if a > b)
+    return [change.cell(1), f"{lower} / {higher}", f"{mcnemar(theirs, ours):.3g}"]
+
+
+def _mean_nlls(row: Mapping[str, Any]) -> list[float]:
+    return [n / t if t else math.nan for n, t in zip(row["text_nlls"], row["text_tokens"], strict=True)]
+
+
 def adapter_cost(data: Mapping[str, Any]) -> str:
     """Adapter bytes against the target and generation speed with the adapter active, per size and batch."""
     rows = data["rows"]
@@ -137,5 +185,6 @@ VIEWS = {
     "attribution_cost": attribution_cost,
     "scale": scale,
     "compression_curve": compression_curve,
+    "compression_paired": compression_paired,
     "adapter_cost": adapter_cost,
 }

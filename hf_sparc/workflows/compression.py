@@ -1,7 +1,9 @@
 """Compression: prune the least relevant weights (unstructured sparsity), paper Table 1.
 
 :func:`compression_masks` scores every weight of the decoder-layer projections on general
-reference text (``lrp``: ``Σₜ|R|`` per weight; ``wanda``: ``|W|·‖X‖₂``; ``magnitude``: ``|W|``) and
+reference text (``lrp``: ``Σₜ|R|`` per weight; ``lrp-l2``: ``√Σₜ R²``; ``lrp-wanda``: ``√Σₜ|R·C|``,
+``C = w·x``; ``gradient-wanda``: the same with plain gradients, its control; ``wanda``: ``|W|·‖X‖₂``;
+``magnitude``: ``|W|``) and
 prunes exactly ``⌊s·n⌋`` of them per scope: over all targeted weights (``scope="global"``) or in
 every output row (``scope="row"``, Wanda's setting). :func:`compare_compression` does that for
 several methods and scopes and measures perplexity before/after, side by side.
@@ -21,15 +23,15 @@ from typing import Any, Literal
 from torch import nn
 
 from hf_sparc.architectures import geometry, unwrap_model
-from hf_sparc.attribution import attribute
+from hf_sparc.attribution import METHODS, attribute
 from hf_sparc.data.batching import TextsLike
 from hf_sparc.masks import Masks
-from hf_sparc.metrics import perplexity
+from hf_sparc.metrics import text_nlls
 from hf_sparc.relevance import Relevance
 from hf_sparc.selection import select
 from hf_sparc.tuner.model import apply_masks
 
-COMPRESSION_METHODS = ("lrp", "wanda", "magnitude")
+COMPRESSION_METHODS = ("lrp", "lrp-l2", "lrp-wanda", "gradient-wanda", "wanda", "magnitude")
 COMPRESSION_SCOPES = ("global", "row")
 CompressionScope = Literal["global", "row"]
 
@@ -66,6 +68,7 @@ def weight_relevance(
     method: str,
     *,
     absolute: bool = True,
+    objective: str = "next_token",
     target_modules: str | Sequence[str] | None = None,
     batch_size: int = 8,
     max_length: int = 128,
@@ -75,6 +78,8 @@ def weight_relevance(
 
     ``absolute`` applies to ``lrp`` only: a weight whose relevance is large but changes sign
     between tokens is still needed on every one of them, so compression ranks ``Σₜ|R|``.
+    ``objective`` (what the relevance explains, :data:`hf_sparc.attribution.OBJECTIVES`) applies
+    to the LRP methods only; ``"next_token_logprob"`` explains what perplexity measures.
     """
     if method not in COMPRESSION_METHODS:
         raise ValueError(
@@ -90,6 +95,7 @@ def weight_relevance(
         batch_size=batch_size,
         max_length=max_length,
         absolute=absolute and method == "lrp",
+        objective=objective if METHODS[method].needs_gradient else "next_token",
         progress=progress,
     )
 
@@ -146,6 +152,7 @@ def compression_masks(
     method: str = "lrp",
     scope: CompressionScope = "global",
     absolute: bool = True,
+    objective: str = "next_token",
     target_modules: str | Sequence[str] | None = None,
     batch_size: int = 8,
     max_length: int = 128,
@@ -158,9 +165,10 @@ def compression_masks(
         tokenizer: Its tokenizer.
         texts: General reference text (not needed for ``magnitude``).
         sparsity: Share of weights to prune, in ``(0, 1)``; exactly ``⌊s·n⌋`` per scope.
-        method: ``"lrp"``, ``"wanda"`` or ``"magnitude"``.
+        method: One of :data:`COMPRESSION_METHODS`.
         scope: ``"global"`` (one ranking over all targeted weights) or ``"row"`` (per output row).
         absolute: LRP only: rank ``Σₜ|R|`` (default) instead of signed ``Σₜ R``.
+        objective: LRP methods only: what is explained (default: the following tokens' logits).
         target_modules: As in :func:`hf_sparc.attribute` (default: every projection in the
             decoder layers; embeddings and the LM head are never pruned).
         batch_size, max_length, progress: As in :func:`hf_sparc.attribute`.
@@ -171,6 +179,7 @@ def compression_masks(
         texts,
         method,
         absolute=absolute,
+        objective=objective,
         target_modules=target_modules,
         batch_size=batch_size,
         max_length=max_length,
@@ -187,6 +196,8 @@ class CompressionRow:
         method, scope, sparsity: What was pruned how.
         pruned, total: Pruned and targeted weights.
         perplexity: Evaluation perplexity of the pruned model.
+        text_nlls, text_tokens: Per evaluation text, the summed NLL and the tokens it counts (what
+            the perplexity is made of; paired comparisons between rows resample texts).
         masks: The masks, for the row named by ``keep_masks`` only (``None`` otherwise: at 50%
             weight sparsity each set of masks is as large as the weights).
     """
@@ -198,9 +209,12 @@ class CompressionRow:
     total: int
     perplexity: float
     masks: Masks | None = field(default=None, repr=False, compare=False)
+    text_nlls: tuple[float, ...] = field(default=(), repr=False)
+    text_tokens: tuple[int, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("method", "scope", "sparsity", "pruned", "total", "perplexity")}
+        fields = ("method", "scope", "sparsity", "pruned", "total", "perplexity", "text_nlls", "text_tokens")
+        return {k: getattr(self, k) for k in fields}
 
 
 def compare_compression(
@@ -213,6 +227,7 @@ def compare_compression(
     methods: Sequence[str] = COMPRESSION_METHODS,
     scopes: Sequence[CompressionScope] = COMPRESSION_SCOPES,
     absolute: bool = True,
+    objective: str = "next_token",
     target_modules: str | Sequence[str] | None = None,
     batch_size: int = 8,
     max_length: int = 128,
@@ -238,8 +253,8 @@ def compare_compression(
             f"methods must be in {list(COMPRESSION_METHODS)} and scopes in {list(COMPRESSION_SCOPES)}."
         )
 
-    def measure(m: nn.Module) -> float:
-        return perplexity(
+    def measure(m: nn.Module) -> tuple[float, tuple[float, ...], tuple[int, ...]]:
+        nlls, counts = text_nlls(
             m,
             tokenizer,
             evaluation,
@@ -248,8 +263,9 @@ def compare_compression(
             max_tokens=max_tokens,
             progress=progress,
         )
+        return math.exp(sum(nlls) / sum(counts)), tuple(nlls), tuple(counts)
 
-    before = measure(model)
+    before = measure(model)[0]
     rows = []
     for method in methods:
         rel = weight_relevance(
@@ -258,6 +274,7 @@ def compare_compression(
             reference,
             method,
             absolute=absolute,
+            objective=objective,
             target_modules=target_modules,
             batch_size=batch_size,
             max_length=max_length,
@@ -267,11 +284,12 @@ def compare_compression(
             masks = masks_at_sparsity(rel, sparsity, scope, model)
             pruned = apply_masks(model, masks, adapter_name="compression")
             try:
-                value = measure(pruned)
+                value, nlls, counts = measure(pruned)
             finally:
                 pruned.unload()
             kept = masks if keep_masks == (method, scope) else None
-            rows.append(CompressionRow(method, scope, sparsity, masks.total(), masks.size(), value, kept))
+            rows.append(CompressionRow(method, scope, sparsity, masks.total(), masks.size(), value, kept,
+                                       nlls, counts))  # fmt: skip
             del masks, pruned
         del rel
     return before, rows

@@ -2,6 +2,9 @@
 
 * ``relevance``: activation ⊙ gradient of the explained output — LRP relevance when LRP rules
   are active (``rules``), plain Gradient×Input otherwise.
+* ``relevance_l2``: the same per-token relevance, aggregated as ``√Σₜ R_t²`` instead of summed
+  (``lrp-l2``, ``gradient-l2``; :mod:`.token_norms`, for compression); ``relevance_wanda``: Wanda's
+  per-token norm with each token weighed by its relevance (``lrp-wanda``, ``gradient-wanda``; weight level).
 * ``wanda``: ``|W| · ‖X‖₂`` per input feature (Sun et al. 2023), forward only; a neuron's score is
   the sum over the weights that produce it (structured Wanda).
 * ``activation``: mean ``|activation|`` per unit, forward only.
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from hf_sparc.attribution.signals.base import Accumulator, Counts, Signal, StreamedSignal, WeightSignal
 from hf_sparc.attribution.signals.forward import ActivationSignal, WandaSignal
 from hf_sparc.attribution.signals.relevance import RelevanceSignal
+from hf_sparc.attribution.signals.token_norms import RelevanceL2Signal, RelevanceWandaSignal
 from hf_sparc.attribution.signals.weights import MagnitudeSignal, RandomSignal
 from hf_sparc.relevance import LEVELS
 
@@ -32,7 +36,9 @@ __all__ = [
     "Counts",
     "MagnitudeSignal",
     "RandomSignal",
+    "RelevanceL2Signal",
     "RelevanceSignal",
+    "RelevanceWandaSignal",
     "Signal",
     "StreamedSignal",
     "WandaSignal",
@@ -70,6 +76,10 @@ METHODS: dict[str, AttributionMethod] = {
         AttributionMethod("lrp", RelevanceSignal(), rules="lrp", description="AttnLRP"),
         AttributionMethod("cp-lrp", RelevanceSignal(), rules="cp-lrp", description="CP-LRP (q, k detached)"),
         AttributionMethod("gradient", RelevanceSignal(), description="Gradient × Input"),
+        AttributionMethod("lrp-l2", RelevanceL2Signal(), rules="lrp", description="AttnLRP, √Σₜ R² per unit"),
+        AttributionMethod("gradient-l2", RelevanceL2Signal(), description="Gradient×Input, √Σₜ R² per unit"),
+        AttributionMethod("lrp-wanda", RelevanceWandaSignal(), rules="lrp", description="AttnLRP, √Σₜ|R·C|"),
+        AttributionMethod("gradient-wanda", RelevanceWandaSignal(), description="Gradient×Input, √Σₜ|R·C|"),
         AttributionMethod("wanda", WandaSignal(), description="|W|·‖X‖₂ (Wanda; neuron: row sum)"),
         AttributionMethod("magnitude", MagnitudeSignal(), description="|W|"),
         AttributionMethod("activation", ActivationSignal(), description="mean |activation|"),

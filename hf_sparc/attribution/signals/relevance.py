@@ -20,6 +20,9 @@ from hf_sparc.attribution.signals.base import Accumulator, Counts, StreamedSigna
 from hf_sparc.attribution.sites import hook_unit_site
 from hf_sparc.relevance import LEVELS
 
+Elementwise = Callable[[torch.Tensor], torch.Tensor]
+"""Applied to each token's activations and gradients before they are multiplied and summed."""
+
 
 class RelevanceSignal(StreamedSignal):
     """Activation ⊙ gradient; the mean over reference samples of each sample's sum (paper Eq. 1)."""
@@ -30,14 +33,11 @@ class RelevanceSignal(StreamedSignal):
 
     def attach(self, collector: Accumulator, name: str, module: nn.Module) -> RemovableHandle:
         if collector.level == "weight":
-            return module.register_forward_hook(_weight_hook(collector, name, module), prepend=True)
-        return hook_unit_site(
-            collector.model,
-            collector.spec,
-            collector.level,
-            name,
-            lambda site: _observe(collector, name, site),
-        )
+            # Σ_t |w·g_t·x_t| = |w| · (|g|ᵀ|x|): per-token absolute weight relevance at the cost
+            # of one matmul, because each token's contribution is a rank-1 outer product.
+            absolute = torch.abs if collector.absolute else None
+            return attach_weight_hook(collector, name, module, absolute, absolute)
+        return attach_unit_hook(collector, name, lambda units: collector.sum_tokens(units))
 
     def finish(self, total: torch.Tensor, module: nn.Module, level: str, counts: Counts) -> torch.Tensor:
         # float64 whatever the accumulator: w · Σ is then exact and the mean rounds once, so a
@@ -49,21 +49,37 @@ class RelevanceSignal(StreamedSignal):
         return total.div_(counts.n_samples)
 
 
-def _observe(collector: Accumulator, name: str, site: torch.Tensor) -> None:
-    if not site.requires_grad:
-        return
-    # The hook must not reference ``site`` itself: tensor -> hook -> closure -> tensor is a cycle
-    # that Python's GC cannot see through, so every batch's activations would leak.
-    value, select = site.detach(), collector.select
+def attach_unit_hook(
+    collector: Accumulator, name: str, reduce: Callable[[torch.Tensor], torch.Tensor]
+) -> RemovableHandle:
+    """Hook the unit site of target ``name``: each batch adds ``reduce`` of its per-token unit
+    relevance ``[tokens, units]`` (activation ⊙ gradient, heads summed over head_dim)."""
 
-    def on_grad(grad: torch.Tensor) -> None:
-        tokens = collector.tokens(value, select) * collector.tokens(grad, select)
-        collector.add(name, collector.sum_tokens(collector.units(tokens)))
+    def observe(site: torch.Tensor) -> None:
+        if not site.requires_grad:
+            return
+        # The hook must not reference ``site`` itself: tensor -> hook -> closure -> tensor is a
+        # cycle that Python's GC cannot see through, so every batch's activations would leak.
+        value, select = site.detach(), collector.select
 
-    site.register_hook(on_grad)
+        def on_grad(grad: torch.Tensor) -> None:
+            tokens = collector.tokens(value, select) * collector.tokens(grad, select)
+            collector.add(name, reduce(collector.units(tokens)))
+
+        site.register_hook(on_grad)
+
+    return hook_unit_site(collector.model, collector.spec, collector.level, name, observe)
 
 
-def _weight_hook(collector: Accumulator, name: str, module: nn.Module) -> Callable:
+def attach_weight_hook(
+    collector: Accumulator,
+    name: str,
+    module: nn.Module,
+    on_inputs: Elementwise | None,
+    on_gradients: Elementwise | None,
+) -> RemovableHandle:
+    """Hook ``module`` so that each batch adds ``Σ_t on_gradients(g_t) on_inputs(x_t)ᵀ`` (``None``:
+    as they are) to the sum of target ``name``: the weight's relevance without ``w``."""
     transposed = is_transposed(module)
 
     def hook(_module, inputs, output):
@@ -73,10 +89,8 @@ def _weight_hook(collector: Accumulator, name: str, module: nn.Module) -> Callab
 
         def on_grad(grad: torch.Tensor) -> None:
             xs, gs = collector.tokens(x, select), collector.tokens(grad, select)
-            if collector.absolute:
-                # Σ_t |w·g_t·x_t| = |w| · (|g|ᵀ|x|): per-token absolute weight relevance at the
-                # cost of one matmul, because each token's contribution is a rank-1 outer product.
-                xs, gs = xs.abs(), gs.abs()
+            xs = xs if on_inputs is None else on_inputs(xs)
+            gs = gs if on_gradients is None else on_gradients(gs)
             # w is the same in every batch, so it multiplies the sum once, in finish(): the
             # batches add Σ_t g_t x_t into the accumulator without a weight-sized temporary
             left, right = (xs.T, gs) if transposed else (gs.T, xs)
@@ -84,4 +98,4 @@ def _weight_hook(collector: Accumulator, name: str, module: nn.Module) -> Callab
 
         output.register_hook(on_grad)
 
-    return hook
+    return module.register_forward_hook(hook, prepend=True)
