@@ -115,7 +115,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--objective",
         default="next_token",
         choices=[name for name, objective in OBJECTIVES.items() if objective.per_token],
-        help="LRP methods: what is explained (next_token_logprob: what perplexity measures)",
+        help="methods with a backward pass: what is explained (next_token_logprob: what perplexity measures)",
     )
     parser.add_argument("--no-compare", action="store_true", help="evaluate only --method, not all methods")
     parser.add_argument(

@@ -3,10 +3,10 @@
 :func:`compression_masks` scores every weight of the decoder-layer projections on general
 reference text (``lrp``: ``Σₜ|R|`` per weight; ``lrp-l2``: ``√Σₜ R²``; ``lrp-wanda``: ``√Σₜ|R·C|``,
 ``C = w·x``; ``gradient-wanda``: the same with plain gradients, its control; ``wanda``: ``|W|·‖X‖₂``;
-``magnitude``: ``|W|``) and
-prunes exactly ``⌊s·n⌋`` of them per scope: over all targeted weights (``scope="global"``) or in
-every output row (``scope="row"``, Wanda's setting). :func:`compare_compression` does that for
-several methods and scopes and measures perplexity before/after, side by side.
+``magnitude``: ``|W|``) and prunes exactly ``⌊s·n⌋`` of them per scope: over all targeted weights
+(``scope="global"``) or in every output row (``scope="row"``, Wanda's setting).
+:func:`compare_compression` does that for several methods and scopes and measures perplexity
+before/after, side by side.
 
 Memory: weight-level relevance is one fp32 accumulator per targeted weight (one fp32 copy of the
 targeted weights), streamed over the batches; only one method's scores are held at a time.
@@ -79,7 +79,8 @@ def weight_relevance(
     ``absolute`` applies to ``lrp`` only: a weight whose relevance is large but changes sign
     between tokens is still needed on every one of them, so compression ranks ``Σₜ|R|``.
     ``objective`` (what the relevance explains, :data:`hf_sparc.attribution.OBJECTIVES`) applies
-    to the LRP methods only; ``"next_token_logprob"`` explains what perplexity measures.
+    to the methods with a backward pass only (LRP and their plain-gradient twins);
+    ``"next_token_logprob"`` explains what perplexity measures.
     """
     if method not in COMPRESSION_METHODS:
         raise ValueError(
@@ -168,7 +169,8 @@ def compression_masks(
         method: One of :data:`COMPRESSION_METHODS`.
         scope: ``"global"`` (one ranking over all targeted weights) or ``"row"`` (per output row).
         absolute: LRP only: rank ``Σₜ|R|`` (default) instead of signed ``Σₜ R``.
-        objective: LRP methods only: what is explained (default: the following tokens' logits).
+        objective: Methods with a backward pass only: what is explained (default: the following
+            tokens' logits).
         target_modules: As in :func:`hf_sparc.attribute` (default: every projection in the
             decoder layers; embeddings and the LM head are never pruned).
         batch_size, max_length, progress: As in :func:`hf_sparc.attribute`.
