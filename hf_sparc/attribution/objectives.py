@@ -67,15 +67,22 @@ class NextToken(Objective):
     def _biases(self, bias: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return bias[ids].float()
 
+    def _per_position(
+        self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor
+    ) -> torch.Tensor:
+        """The explained output at each explained position (``hidden``: their hidden states)."""
+        logits = (hidden.float() * self._vectors(weight, ids).to(hidden.device)).sum(-1)
+        if bias is not None:
+            logits = logits + self._biases(bias, ids).to(hidden.device)
+        return logits
+
     def explained_output(self, model: nn.Module, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
         head = model.get_output_embeddings()
         rows = batch.explained.nonzero(as_tuple=True)
         weight, bias = parameter(head, "weight"), parameter(head, "bias")
         ids = batch.targets[rows].to(weight.device)
-        logits = (hidden[rows].float() * self._vectors(weight, ids).to(hidden.device)).sum(-1)
-        if bias is not None:
-            logits = logits + self._biases(bias, ids).to(hidden.device)
-        return torch.zeros(hidden.shape[0], device=hidden.device).index_add(0, rows[0], logits)
+        outputs = self._per_position(hidden[rows], weight, bias, ids)
+        return torch.zeros(hidden.shape[0], device=hidden.device).index_add(0, rows[0], outputs)
 
 
 class NextTokenCentered(NextToken):
@@ -91,7 +98,7 @@ class NextTokenCentered(NextToken):
         return bias[ids].float() - bias.float().mean()
 
 
-class NextTokenLogProb(Objective):
+class NextTokenLogProb(NextToken):
     """Σ over explained positions of the following token's log-probability.
 
     The logit objectives explain what raises a token's score; perplexity also pays for what raises
@@ -100,17 +107,13 @@ class NextTokenLogProb(Objective):
     """
 
     name = "next_token_logprob"
-    per_token = True
 
-    def explained_output(self, model: nn.Module, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
-        head = model.get_output_embeddings()
-        rows = batch.explained.nonzero(as_tuple=True)
-        weight, bias = parameter(head, "weight"), parameter(head, "bias")
+    def _per_position(
+        self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor
+    ) -> torch.Tensor:
         bias = None if bias is None else bias.float().to(hidden.device)
-        logits = nn.functional.linear(hidden[rows].float(), weight.float().to(hidden.device), bias)
-        ids = batch.targets[rows].to(hidden.device)
-        chosen = logits.log_softmax(-1).gather(1, ids[:, None]).squeeze(1)
-        return torch.zeros(hidden.shape[0], device=hidden.device).index_add(0, rows[0], chosen)
+        logits = nn.functional.linear(hidden.float(), weight.float().to(hidden.device), bias)
+        return logits.log_softmax(-1).gather(1, ids.to(hidden.device)[:, None]).squeeze(1)
 
 
 class LastTokenMax(Objective):

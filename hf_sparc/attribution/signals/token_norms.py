@@ -42,7 +42,7 @@ class RelevanceL2Signal(StreamedSignal):
         return total
 
 
-class RelevanceWandaSignal(StreamedSignal):
+class RelevanceWandaSignal(RelevanceL2Signal):
     """Wanda's score with each token weighed by relevance: ``√(Σₜ |R_t|·|C_t| / n)`` per weight,
     ``C_t = w · x_t`` its contribution to the output at position t (Wanda: ``√Σₜ C_t²``), which is
     ``|w| · √(|g|ᵀ(x²) / n)``: between Wanda (every token alike) and ``relevance_l2`` (``√Σₜ R_t²``,
@@ -50,11 +50,7 @@ class RelevanceWandaSignal(StreamedSignal):
 
     name = "relevance_wanda"
     levels = ("weight",)
-    needs_gradient = True
 
+    # finished as relevance_l2's sums are: √(Σ / n) · |w|
     def attach(self, collector: Accumulator, name: str, module: nn.Module) -> RemovableHandle:
         return attach_weight_hook(collector, name, module, torch.square, torch.abs)
-
-    def finish(self, total: torch.Tensor, module: nn.Module, level: str, counts: Counts) -> torch.Tensor:
-        total = total.double().div_(counts.n_samples).sqrt_()
-        return total.mul_(parameter(module).detach().to(total.device).abs())
