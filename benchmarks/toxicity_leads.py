@@ -20,7 +20,10 @@ same dev prompts, texts and questions (per-item outcomes, so the report has pair
   per reference prompt (nucleus 0.9, temperature 1) added to the greedy ones, focused on their
   toxic words the same way, against the same general relevance;
 - ``lrp 2 rounds`` (``--leads rounds``): half the count cut, the references found again on the
-  cut model (the toxicity it left), attributed there, and the other half cut.
+  cut model (the toxicity it left), attributed there, and the other half cut;
+- ``lrp · OBJECTIVE`` (``--leads objectives``, ``--objectives ...``): both relevances explaining
+  another output than the next tokens' logits (e.g. ``next_token_logprob``: what raises the toxic
+  word's probability, not what raises every logit; :mod:`hf_sparc.attribution.objectives`).
 
     python benchmarks/toxicity_leads.py --output runs/leads-dev --record docs/results/toxicity_leads_dev.json
 
@@ -42,6 +45,7 @@ import time
 from dataclasses import replace
 
 import hf_sparc
+from hf_sparc.attribution import OBJECTIVES
 from hf_sparc.behaviors import BehaviorSet, own_references
 from hf_sparc.cli._common import load_model
 from hf_sparc.metrics import Sampling, generate_continuations
@@ -63,9 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dampen", type=float, nargs="*", default=[0.5])
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--task-limit", type=int, default=CorrectionSettings.task_limit)
-    parser.add_argument("--leads", nargs="*", choices=["general", "heads", "sampled", "rounds"],
+    parser.add_argument("--leads", nargs="*", choices=["general", "heads", "sampled", "rounds", "objectives"],
                         default=["general"], help="which lead rows (see above)")  # fmt: skip
     parser.add_argument("--samples", type=int, default=4, help="sampled continuations per prompt")
+    parser.add_argument("--objectives", nargs="+", default=["next_token_logprob", "next_token_centered"],
+                        choices=sorted(OBJECTIVES), help="what the objective rows explain")  # fmt: skip
     parser.add_argument("--heads", type=int, nargs="+", default=[2, 6], help="head counts of the head rows")
     parser.add_argument("--no-aura", dest="aura", action="store_false", help="leave out AurA's rows")
     parser.add_argument("--compare", action="store_true", help="the fixed comparison rows (see above)")
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         _add_leads(experiment, lrp, selections, rules)
     if not args.compare and "heads" in args.leads:
         _add_head_leads(experiment, lrp, args.heads, selections, rules)
+    if not args.compare and "objectives" in args.leads:
+        _add_objective_leads(experiment, args.objectives, selections, rules)
     if not args.compare and "sampled" in args.leads:
         _add_sampled_lead(experiment, lrp, args.samples, selections, rules)
     if not args.compare and "rounds" in args.leads:
@@ -216,6 +224,30 @@ def _add_rounds_lead(experiment, lrp, selections: dict, rules: dict) -> None:
     rules["lrp 2 rounds"] = (
         f"own; {first_count} cut, then {s.count - first_count} from {len(references)} references found again"
     )
+
+
+def _add_objective_leads(experiment, objectives: list[str], selections: dict, rules: dict) -> None:
+    """The shipped rule on relevance of both reference sets explaining each of ``objectives``."""
+    s = experiment.settings
+    roles = (
+        ("undesired", list(experiment.references), s.reference_max_length),
+        ("general", experiment.general, s.max_length),
+    )
+    for objective in objectives:
+        relevance = {}
+        for role, texts, length in roles:
+            relevance[role] = hf_sparc.attribute(
+                experiment.model, texts, tokenizer=experiment.tokenizer, method="lrp", level="neuron",
+                target_modules=list(s.target_modules) if s.target_modules else None,
+                batch_size=max(1, s.batch_size // 2), max_length=length, objective=objective,
+            )  # fmt: skip
+        name = f"lrp · {objective}"
+        selections[name] = [
+            hf_sparc.select_contrastive(
+                relevance["undesired"], relevance["general"], count=s.count, protect_general=s.protect_general
+            )
+        ]
+        rules[name] = f"own, both relevances explain {objective}"
 
 
 if __name__ == "__main__":
