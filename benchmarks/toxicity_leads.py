@@ -46,9 +46,9 @@ from dataclasses import replace
 
 import hf_sparc
 from hf_sparc.attribution import OBJECTIVES
-from hf_sparc.behaviors import BehaviorSet, own_references
+from hf_sparc.behaviors import own_references
 from hf_sparc.cli._common import load_model
-from hf_sparc.metrics import Sampling, generate_continuations
+from hf_sparc.metrics import Sampling
 from hf_sparc.workflows._experiment import AURA_RULES, prepare_experiment
 from hf_sparc.workflows.correction import CorrectionResult, CorrectionSettings, _mean_rows
 
@@ -172,23 +172,12 @@ def _add_head_leads(experiment, lrp, counts: list[int], selections: dict, rules:
 
 def _add_sampled_lead(experiment, lrp, samples: int, selections: dict, rules: dict) -> None:
     """The greedy references plus the toxic words of ``samples`` sampled continuations per prompt."""
-    s, behavior = experiment.settings, experiment.behavior
-    prompts = behavior.candidates("reference", seed=s.seed)[: s.n_candidates]
-    generations = generate_continuations(
-        experiment.model, experiment.tokenizer, prompts, max_new_tokens=s.max_new_tokens,
-        batch_size=s.batch_size, sampling=Sampling(n=samples, seed=s.seed),
+    s = experiment.settings
+    words = own_references(
+        experiment.model, experiment.tokenizer, s.behavior, n_candidates=s.n_candidates, focus=s.focus,
+        threshold=experiment.references.threshold, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+        scorer=experiment.scorer, seed=s.seed, sampling=Sampling(n=samples, seed=s.seed),
     )  # fmt: skip
-    scorer_name, score = behavior.scoring(experiment.scorer)
-    scores = score(generations)
-    threshold = experiment.references.threshold
-    kept = [i for i, (g, v) in enumerate(zip(generations, scores, strict=True))
-            if g["continuation_ids"] and behavior.shows(v, threshold)]  # fmt: skip
-    sampled = BehaviorSet(
-        pairs=[{key: generations[i][key] for key in ("prompt", "continuation")} for i in kept],
-        behavior=behavior.name, threshold=threshold, scorer=scorer_name, max_new_tokens=s.max_new_tokens,
-        limit=None, n_candidates=len(generations), scores=scores, kept=kept,
-    )  # fmt: skip
-    words = hf_sparc.focus_on_words(sampled, scorer=experiment.scorer)
     undesired = hf_sparc.attribute(
         experiment.model, list(experiment.references) + list(words), tokenizer=experiment.tokenizer,
         method="lrp", level="neuron", batch_size=max(1, s.batch_size // 2), max_length=s.reference_max_length,
@@ -201,7 +190,7 @@ def _add_sampled_lead(experiment, lrp, samples: int, selections: dict, rules: di
     ]
     rules[name] = (
         f"own, undesired = {len(experiment.references)} greedy + {len(words)} sampled toxic words "
-        f"({len(kept)} of {len(generations)} sampled continuations toxic)"
+        f"({words.n_continuations} of {words.n_candidates} sampled continuations toxic)"
     )
 
 

