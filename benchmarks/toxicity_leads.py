@@ -1,4 +1,5 @@
-"""The leads toward a stronger toxicity correction, side by side on the dev split (issue: beat AurA).
+"""The leads toward a stronger toxicity correction, side by side on the dev split (issue: beat AurA);
+``--behavior repetition --level weight`` runs the same leads for repetition (no AurA, no dampening).
 
 One set of references, one LRP attribution of the toxic references and of general text; the rows
 differ only in how the ``count`` neurons are chosen or treated, and every row is measured on the
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--behavior", default="toxicity", choices=["toxicity", "repetition"])
+    parser.add_argument("--level", default="neuron", choices=["neuron", "weight"])
+    parser.add_argument("--target-modules", nargs="+", default=None, help="module suffixes (default: all)")
     parser.add_argument("--count", type=int, default=CorrectionSettings.count)
     parser.add_argument("--dampen", type=float, nargs="*", default=[0.5])
     parser.add_argument("--random-seeds", type=int, default=3)
@@ -81,12 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.split == "test" and not args.compare:
         parser.error("the leads are where choices are made: dev only (--compare may read test)")
+    if args.level == "weight" and (args.dampen or args.aura):
+        parser.error("weight-level masks are binary and AurA scores neurons: add --dampen --no-aura")
     start = time.time()
 
     model, tokenizer = load_model(args.model, "cpu", "float32")
     settings = CorrectionSettings(
-        split=args.split, count=args.count, controls=("random",), random_seeds=args.random_seeds,
-        task_limit=args.task_limit,
+        behavior=args.behavior, level=args.level, split=args.split, count=args.count, controls=("random",),
+        random_seeds=args.random_seeds, task_limit=args.task_limit,
+        target_modules=tuple(args.target_modules) if args.target_modules else None,
     )  # fmt: skip
     experiment = prepare_experiment(model, tokenizer, settings)
     s = experiment.settings
@@ -128,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     minutes = (time.time() - start) / 60
     extra = {"model": args.model, "minutes": minutes, "command": "python " + " ".join(sys.argv)}
-    title = f"Toxicity: {'LRP against AurA' if args.compare else 'leads'} on the {s.split} split"
+    kind = "LRP against AurA" if args.compare else "leads"
+    title = f"{s.behavior.capitalize()}: {kind} on the {s.split} split"
     result.save(args.output, title, extra=extra)
     if args.record:
         shutil.copyfile(f"{args.output}/report.json", args.record)
@@ -136,27 +144,35 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{minutes:.1f} min; report in {args.output}")
 
 
+def _lrp(experiment, texts, max_length: int, objective: str = "next_token") -> hf_sparc.Relevance:
+    """LRP relevance of ``texts`` at the experiment's level and modules (as its pruners compute it)."""
+    s = experiment.settings
+    return hf_sparc.attribute(
+        experiment.model, texts, tokenizer=experiment.tokenizer, method="lrp", level=s.level,
+        target_modules=list(s.target_modules) if s.target_modules else None,
+        batch_size=max(1, s.batch_size // 2), max_length=max_length, objective=objective,
+    )  # fmt: skip
+
+
 def _add_leads(experiment, lrp, selections: dict, rules: dict) -> None:
-    """The dev-only leads: per-token relevance, paired (non-toxic) general references, both."""
+    """The dev-only leads: per-token relevance, paired (e.g. non-toxic) general references, both."""
     s = experiment.settings
     undesired, general = lrp.relevance["undesired"], lrp.relevance["general"]
     _, non_toxic = experiment.references.contrast()
-    paired = hf_sparc.attribute(
-        experiment.model, non_toxic, tokenizer=experiment.tokenizer, method="lrp", level="neuron",
-        batch_size=max(1, s.batch_size // 2), max_length=s.reference_max_length,
-    )  # fmt: skip
+    paired = _lrp(experiment, non_toxic, s.reference_max_length)
+    other = {"toxicity": "non-toxic", "repetition": "non-repetitive"}[s.behavior]
 
     def contrastive(und, gen):
         return hf_sparc.select_contrastive(und, gen, count=s.count, protect_general=s.protect_general)
 
     selections["lrp per token"] = [contrastive(per_explained_token(undesired), per_explained_token(general))]
     rules["lrp per token"] = "own, relevance per explained token"
-    selections["lrp vs non-toxic"] = [contrastive(undesired, paired)]
-    rules["lrp vs non-toxic"] = f"own, general = {len(non_toxic)} non-toxic continuations"
-    selections["lrp vs non-toxic per token"] = [
+    selections[f"lrp vs {other}"] = [contrastive(undesired, paired)]
+    rules[f"lrp vs {other}"] = f"own, general = {len(non_toxic)} {other} continuations"
+    selections[f"lrp vs {other} per token"] = [
         contrastive(per_explained_token(undesired), per_explained_token(paired))
     ]
-    rules["lrp vs non-toxic per token"] = "own, both changes"
+    rules[f"lrp vs {other} per token"] = "own, both changes"
 
 
 def _add_head_leads(experiment, lrp, counts: list[int], selections: dict, rules: dict) -> None:
@@ -178,10 +194,7 @@ def _add_sampled_lead(experiment, lrp, samples: int, selections: dict, rules: di
         threshold=experiment.references.threshold, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
         scorer=experiment.scorer, seed=s.seed, sampling=Sampling(n=samples, seed=s.seed),
     )  # fmt: skip
-    undesired = hf_sparc.attribute(
-        experiment.model, list(experiment.references) + list(words), tokenizer=experiment.tokenizer,
-        method="lrp", level="neuron", batch_size=max(1, s.batch_size // 2), max_length=s.reference_max_length,
-    )  # fmt: skip
+    undesired = _lrp(experiment, list(experiment.references) + list(words), s.reference_max_length)
     name = f"lrp + {samples} sampled"
     selections[name] = [
         hf_sparc.select_contrastive(
@@ -189,8 +202,8 @@ def _add_sampled_lead(experiment, lrp, samples: int, selections: dict, rules: di
         )
     ]
     rules[name] = (
-        f"own, undesired = {len(experiment.references)} greedy + {len(words)} sampled toxic words "
-        f"({words.n_continuations} of {words.n_candidates} sampled continuations toxic)"
+        f"own, undesired = {len(experiment.references)} greedy + {len(words)} sampled references "
+        f"({words.n_continuations} of {words.n_candidates} sampled continuations shown)"
     )
 
 
@@ -223,13 +236,7 @@ def _add_objective_leads(experiment, objectives: list[str], selections: dict, ru
         ("general", experiment.general, s.max_length),
     )
     for objective in objectives:
-        relevance = {}
-        for role, texts, length in roles:
-            relevance[role] = hf_sparc.attribute(
-                experiment.model, texts, tokenizer=experiment.tokenizer, method="lrp", level="neuron",
-                target_modules=list(s.target_modules) if s.target_modules else None,
-                batch_size=max(1, s.batch_size // 2), max_length=length, objective=objective,
-            )  # fmt: skip
+        relevance = {role: _lrp(experiment, texts, length, objective) for role, texts, length in roles}
         name = f"lrp · {objective}"
         selections[name] = [
             hf_sparc.select_contrastive(
