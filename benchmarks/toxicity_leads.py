@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--objectives", nargs="+", default=["next_token_logprob", "next_token_centered"],
                         choices=sorted(OBJECTIVES), help="what the objective rows explain")  # fmt: skip
     parser.add_argument("--heads", type=int, nargs="+", default=[2, 6], help="head counts of the head rows")
+    parser.add_argument("--controls", nargs="+", choices=["gradient", "random"], default=None,
+                        help="controls in LRP's candidates (default: random; --compare: both)")  # fmt: skip
     parser.add_argument("--no-aura", dest="aura", action="store_false", help="leave out AurA's rows")
     parser.add_argument("--compare", action="store_true", help="the fixed comparison rows (see above)")
     parser.add_argument("--split", default="dev", choices=["dev", "test"], help="test: --compare only")
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         selections[name] = [masks]
         rules[name] = AURA_RULES[name]
     pool = lrp.candidate_pool()
-    for control in ("gradient", "random") if args.compare else ("random",):
+    for control in args.controls or (("gradient", "random") if args.compare else ("random",)):
         pruners = experiment.fit(control, s.count, protect_general=0.0)
         selections[control] = [p.select(count=s.count, pool=pool) for p in pruners]
         rules[control] = "lrp's candidates"
