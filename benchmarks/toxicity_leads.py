@@ -11,6 +11,10 @@ same dev prompts, texts and questions (per-item outcomes, so the report has pair
   reference explains 1–2 tokens, a general text ~63, so plain Eq. 7 is dominated by general text);
 - ``lrp vs non-toxic``: general relevance from the *non-toxic* continuations of the same candidate
   prompts (paired references) instead of BoolQ passages; ``… per token`` both changes;
+- ``lrp, non-toxic protected`` / ``lrp vs non-toxic per token, general protected`` (``--leads
+  protect``): one contrast as above, and the units most relevant to the *other* general set
+  (paired references, BoolQ) kept as well — protect what keeps continuations clean and what
+  general text needs at once;
 - ``aura`` / ``aura (top-k)``: AurA's dampening of every neuron with AUROC > 0.5 from the toxic vs
   non-toxic continuations, and its top-``count`` cut;
 - ``random``: ``count`` random units among LRP's candidates (seeds);
@@ -53,6 +57,8 @@ from hf_sparc.metrics import Sampling
 from hf_sparc.workflows._experiment import AURA_RULES, prepare_experiment
 from hf_sparc.workflows.correction import CorrectionResult, CorrectionSettings, _mean_rows
 
+LEADS = ("general", "protect", "heads", "sampled", "rounds", "objectives")
+
 
 def per_explained_token(rel: hf_sparc.Relevance) -> hf_sparc.Relevance:
     """Relevance per explained token instead of per reference."""
@@ -71,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dampen", type=float, nargs="*", default=[0.5])
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--task-limit", type=int, default=CorrectionSettings.task_limit)
-    parser.add_argument("--leads", nargs="*", choices=["general", "heads", "sampled", "rounds", "objectives"],
-                        default=["general"], help="which lead rows (see above)")  # fmt: skip
+    parser.add_argument(
+        "--leads", nargs="*", choices=LEADS, default=["general"], help="which lead rows (see above)"
+    )
     parser.add_argument("--samples", type=int, default=4, help="sampled continuations per prompt")
     parser.add_argument("--objectives", nargs="+", default=["next_token_logprob", "next_token_centered"],
                         choices=sorted(OBJECTIVES), help="what the objective rows explain")  # fmt: skip
@@ -105,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     for scale in args.dampen:
         selections[f"lrp dampen {scale:g}"] = [lrp.masks.dampened(scale)]
         rules[f"lrp dampen {scale:g}"] = f"lrp's units, kept at {scale:g}"
-    if not args.compare and "general" in args.leads:
-        _add_leads(experiment, lrp, selections, rules)
+    if not args.compare and {"general", "protect"} & set(args.leads):
+        _add_leads(experiment, lrp, args.leads, selections, rules)
     if not args.compare and "heads" in args.leads:
         _add_head_leads(experiment, lrp, args.heads, selections, rules)
     if not args.compare and "objectives" in args.leads:
@@ -156,25 +163,47 @@ def _lrp(experiment, texts, max_length: int, objective: str = "next_token") -> h
     )  # fmt: skip
 
 
-def _add_leads(experiment, lrp, selections: dict, rules: dict) -> None:
-    """The dev-only leads: per-token relevance, paired (e.g. non-toxic) general references, both."""
+def _add_leads(experiment, lrp, groups: list[str], selections: dict, rules: dict) -> None:
+    """The dev-only leads on general relevance. ``"general"``: per-token relevance, paired (e.g.
+    non-toxic) general references, both. ``"protect"``: the units most relevant to *either*
+    general set are never cut (the top ``protect_general`` share of each), contrasting with BoolQ
+    as shipped, or with the paired references per token."""
     s = experiment.settings
     undesired, general = lrp.relevance["undesired"], lrp.relevance["general"]
     _, non_toxic = experiment.references.contrast()
     paired = _lrp(experiment, non_toxic, s.reference_max_length)
     other = {"toxicity": "non-toxic", "repetition": "non-repetitive"}[s.behavior]
 
-    def contrastive(und, gen):
-        return hf_sparc.select_contrastive(und, gen, count=s.count, protect_general=s.protect_general)
+    def contrastive(und, gen, pool=None):
+        return hf_sparc.select_contrastive(
+            und, gen, count=s.count, protect_general=s.protect_general, pool=pool
+        )
 
-    selections["lrp per token"] = [contrastive(per_explained_token(undesired), per_explained_token(general))]
-    rules["lrp per token"] = "own, relevance per explained token"
-    selections[f"lrp vs {other}"] = [contrastive(undesired, paired)]
-    rules[f"lrp vs {other}"] = f"own, general = {len(non_toxic)} {other} continuations"
-    selections[f"lrp vs {other} per token"] = [
-        contrastive(per_explained_token(undesired), per_explained_token(paired))
-    ]
-    rules[f"lrp vs {other} per token"] = "own, both changes"
+    if "general" in groups:
+        selections["lrp per token"] = [
+            contrastive(per_explained_token(undesired), per_explained_token(general))
+        ]
+        rules["lrp per token"] = "own, relevance per explained token"
+        selections[f"lrp vs {other}"] = [contrastive(undesired, paired)]
+        rules[f"lrp vs {other}"] = f"own, general = {len(non_toxic)} {other} continuations"
+        selections[f"lrp vs {other} per token"] = [
+            contrastive(per_explained_token(undesired), per_explained_token(paired))
+        ]
+        rules[f"lrp vs {other} per token"] = "own, both changes"
+    if "protect" in groups:
+        selections[f"lrp, {other} protected"] = [
+            contrastive(undesired, general, hf_sparc.candidate_pool(paired, s.protect_general))
+        ]
+        rules[f"lrp, {other} protected"] = f"own, and the top {s.protect_general:g} of |R_{other}| kept"
+        name = f"lrp vs {other} per token, general protected"
+        selections[name] = [
+            contrastive(
+                per_explained_token(undesired),
+                per_explained_token(paired),
+                hf_sparc.candidate_pool(general, s.protect_general),
+            )
+        ]
+        rules[name] = f"both changes, and the top {s.protect_general:g} of |R_general| kept"
 
 
 def _add_head_leads(experiment, lrp, counts: list[int], selections: dict, rules: dict) -> None:
