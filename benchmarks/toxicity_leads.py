@@ -15,6 +15,8 @@ same dev prompts, texts and questions (per-item outcomes, so the report has pair
   protect``): one contrast as above, and the units most relevant to the *other* general set
   (paired references, BoolQ) kept as well — protect what keeps continuations clean and what
   general text needs at once;
+- ``lrp among experts`` (``--leads experts``): the shipped rule among AurA's experts only (AUROC
+  > 0.5): units that respond more to toxic text, ranked by what LRP says they cause;
 - ``aura`` / ``aura (top-k)``: AurA's dampening of every neuron with AUROC > 0.5 from the toxic vs
   non-toxic continuations, and its top-``count`` cut;
 - ``random``: ``count`` random units among LRP's candidates (seeds);
@@ -51,13 +53,14 @@ from dataclasses import replace
 
 import hf_sparc
 from hf_sparc.attribution import OBJECTIVES
+from hf_sparc.attribution.expertise import expertise
 from hf_sparc.behaviors import own_references
 from hf_sparc.cli._common import load_model
 from hf_sparc.metrics import Sampling
 from hf_sparc.workflows._experiment import AURA_RULES, prepare_experiment
 from hf_sparc.workflows.correction import CorrectionResult, CorrectionSettings, _mean_rows
 
-LEADS = ("general", "protect", "heads", "sampled", "rounds", "objectives")
+LEADS = ("general", "protect", "experts", "heads", "sampled", "rounds", "objectives")
 
 
 def per_explained_token(rel: hf_sparc.Relevance) -> hf_sparc.Relevance:
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         rules[f"lrp dampen {scale:g}"] = f"lrp's units, kept at {scale:g}"
     if not args.compare and {"general", "protect"} & set(args.leads):
         _add_leads(experiment, lrp, args.leads, selections, rules)
+    if not args.compare and "experts" in args.leads:
+        _add_expert_lead(experiment, lrp, selections, rules)
     if not args.compare and "heads" in args.leads:
         _add_head_leads(experiment, lrp, args.heads, selections, rules)
     if not args.compare and "objectives" in args.leads:
@@ -204,6 +209,26 @@ def _add_leads(experiment, lrp, groups: list[str], selections: dict, rules: dict
             )
         ]
         rules[name] = f"both changes, and the top {s.protect_general:g} of |R_general| kept"
+
+
+def _add_expert_lead(experiment, lrp, selections: dict, rules: dict) -> None:
+    """The shipped rule among AurA's experts only (neurons with AUROC > 0.5 for toxic vs non-toxic
+    continuations): units that respond more to toxic text, ranked by what LRP says they cause."""
+    s = experiment.settings
+    positive, negative = experiment.references.contrast()
+    auroc = expertise(
+        experiment.model, positive, negative, tokenizer=experiment.tokenizer,
+        target_modules=list(s.target_modules) if s.target_modules else None,
+        batch_size=s.batch_size, max_length=s.reference_max_length,
+    )  # fmt: skip
+    experts = {name: scores > 0.5 for name, scores in auroc.items()}
+    undesired, general = lrp.relevance["undesired"], lrp.relevance["general"]
+    cut = hf_sparc.select_contrastive(
+        undesired, general, count=s.count, protect_general=s.protect_general, pool=experts
+    )
+    selections["lrp among experts"] = [cut]
+    n_experts = sum(int(e.sum()) for e in experts.values())
+    rules["lrp among experts"] = f"own, and AUROC > 0.5 ({n_experts} neurons)"
 
 
 def _add_head_leads(experiment, lrp, counts: list[int], selections: dict, rules: dict) -> None:
