@@ -75,6 +75,9 @@ def test_select_attribute_export_commands(workspace, tmp_path):
     from hf_sparc import Relevance
 
     assert Relevance.load(tmp_path / "wanda.safetensors").method == "wanda"
+    assert main(["attribute", *common, "--texts", str(workspace / "general.jsonl"), "--objective",
+                 "next_token_logprob", "--output", str(tmp_path / "lp.safetensors")]) == 0  # fmt: skip
+    assert Relevance.load(tmp_path / "lp.safetensors").info.settings["objective"] == "next_token_logprob"
 
     assert main(["export", str(run), "--merged", "--output", str(tmp_path / "merged"), *common]) == 0
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")

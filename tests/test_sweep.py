@@ -11,7 +11,7 @@ from test_correction import SMALL
 from transformers import AutoModelForCausalLM
 
 from hf_sparc.cli import main
-from hf_sparc.workflows.correction import CorrectionSettings
+from hf_sparc.workflows.correction import CorrectionSettings, run_correction
 from hf_sparc.workflows.sweep import run_sweep
 
 SMALL_OPTIONS = ["--candidates", "4", "--n-general", "4", "--eval-prompts", "4", "--eval-texts", "4",
@@ -140,3 +140,19 @@ def test_correct_behavior_dampens_and_saves_a_soft_adapter(model_dir, tmp_path, 
     code = main(["correct", "--method", "aura", "--undesired", "x.txt", "--general", "y.txt",
                  "--model", str(model_dir), "--output", str(tmp_path / "aura")])  # fmt: skip
     assert code == 2 and "--method aura needs --behavior" in capsys.readouterr().err
+
+
+def test_correct_behavior_explains_the_objective_asked_for(model_dir, tmp_path, capsys):
+    out = tmp_path / "logprob"
+    code = main(["correct", "--behavior", "repetition", "--model", str(model_dir), "--count", "6",
+                 "--controls", "gradient", "--threshold", "1.01", "--objective", "next_token_logprob",
+                 "--no-aura", *SMALL_OPTIONS, "--output", str(out)])  # fmt: skip
+    assert code == 0
+    assert json.loads((out / "report.json").read_text())["settings"]["objective"] == "next_token_logprob"
+    config = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), out).peft_config
+    assert config["default"].provenance["settings"]["objective"] == "next_token_logprob"
+    with pytest.raises(SystemExit):  # argparse
+        main(["correct", "--behavior", "repetition", "--model", str(model_dir), "--objective", "entropy"])
+    assert "argument --objective: invalid choice: 'entropy'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Unknown objective"):
+        run_correction(None, None, CorrectionSettings(objective="entropy"))

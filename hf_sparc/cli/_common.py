@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_sparc._files import AtomicFolder as Output
+from hf_sparc.attribution.objectives import OBJECTIVES
 from hf_sparc.attribution.signals import METHODS
 from hf_sparc.data.models import available_models, default_model_path
 from hf_sparc.data.sources import load_texts, plain_texts
@@ -202,6 +203,13 @@ def add_attribution_options(parser: argparse.ArgumentParser, extra_methods: tupl
     )
     parser.add_argument("--target-modules", nargs="+", default=None, help="module name suffixes")
     parser.add_argument("--absolute", action="store_true", help="sum |R| over tokens instead of signed R")
+    parser.add_argument(
+        "--objective",
+        default="next_token",
+        choices=list(OBJECTIVES),
+        help="what is explained (hf_sparc.attribution.objectives): the following tokens' logits, "
+        "next_token_logprob their log-probabilities, ...",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed (random method, data splits)")
 
 

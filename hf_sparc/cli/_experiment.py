@@ -99,6 +99,7 @@ def experiment_settings(args: argparse.Namespace):
         count=getattr(args, "count", None) or defaults.count,
         target_modules=tuple(args.target_modules) if args.target_modules else None,
         absolute=args.absolute,
+        objective=args.objective,
         protect_general=defaults.protect_general if args.protect_general is None else args.protect_general,
         threshold=args.threshold,
         focus=args.focus,

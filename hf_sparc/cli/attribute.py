@@ -37,6 +37,7 @@ def _run(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         max_length=args.max_length,
         absolute=args.absolute,
+        objective=args.objective,
         seed=args.seed,
         **scaling_options(args),
     )

@@ -46,6 +46,7 @@ def _config(args: argparse.Namespace):
         max_length=args.max_length or MAX_LENGTH,
         batch_size=args.batch_size or BATCH_SIZE,
         absolute=args.absolute,
+        objective=args.objective,
         protect_general=args.protect_general or 0.0,
         seed=args.seed,
         **scaling_options(args),

@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from hf_sparc.attribution.objectives import get_objective
 from hf_sparc.attribution.signals import METHODS, get_method
 from hf_sparc.behaviors import (
     FOCUSES,
@@ -79,6 +80,9 @@ class CorrectionSettings:
     # Signed R with the top half of general relevance protected: the best trade-off measured on
     # SmolLM2 (docs/RESULTS.md); plain Eq. 7 on |R| multiplied perplexity by 5.4.
     absolute: bool = False
+    # What relevance explains (hf_sparc.attribution.objectives), for the main method and every
+    # control with a backward pass: the following tokens' logits, as in the paper.
+    objective: str = "next_token"
     protect_general: float = 0.5
     # 0.5 for toxicity and repetition: the paper's RUR threshold, and for toxicity a cut that the
     # bimodal alt-profanity-check scores pass far more often than the paper's Perspective 0.9.
@@ -257,6 +261,7 @@ class BehaviorExperiment:
                     count=count,
                     target_modules=list(s.target_modules) if s.target_modules else None,
                     absolute=s.absolute,
+                    objective=s.objective,
                     protect_general=s.protect_general if protect_general is None else protect_general,
                     max_length=s.max_length,
                     undesired_max_length=s.reference_max_length,
@@ -305,6 +310,7 @@ def _checked(settings: CorrectionSettings | None, scorer) -> tuple[CorrectionSet
         raise ValueError(f"Unknown focus {s.focus!r}; expected one of {list(FOCUSES)}.")
     if s.dampen is not None and not 0 < s.dampen < 1:
         raise ValueError(f"dampen must be in (0, 1), got {s.dampen}.")
+    get_objective(s.objective)
     if s.method == AURA:
         if s.level != "neuron" or s.dampen is not None or s.controls:
             raise ValueError(
