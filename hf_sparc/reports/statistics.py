@@ -4,12 +4,13 @@ Every correction row is measured on the same items as the base model, so compari
 :func:`bootstrap_change` resamples items (the same resample for both sides) to get a 95%
 percentile interval of the relative change of a mean (or of a ratio of sums, for perplexity),
 and :func:`mcnemar` is the exact two-sided McNemar test on paired binary outcomes (e.g. toxic or
-not, answered right or not).
+not, answered right or not). :func:`mean_and_sd` summarises a control run with several seeds.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -109,3 +110,11 @@ def mcnemar(a: Sequence[float], b: Sequence[float]) -> float:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(n_a, n_b) + 1)) / 2**n
     return min(1.0, 2 * tail)
+
+
+def mean_and_sd(rows: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per metric, the mean and the sample standard deviation (0 for one row) over ``rows``
+    (e.g. the random control's seeds)."""
+    mean = {key: statistics.fmean(row[key] for row in rows) for key in rows[0]}
+    sd = {key: statistics.stdev(row[key] for row in rows) if len(rows) > 1 else 0.0 for key in rows[0]}
+    return mean, sd

@@ -10,7 +10,6 @@ held-out sets (of ``settings.split``: ``"dev"``, where every choice is made, or 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -150,14 +149,6 @@ def held_out_note(settings: CorrectionSettings) -> str:
             "on dev; choose nothing on these numbers."
         )
     return f"Held-out data: the **{settings.split}** split, where choices are made (test is not read)."
-
-
-def mean_and_sd(rows: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-    """Per metric, the mean and the sample standard deviation (0 for one row) over ``rows``
-    (e.g. the random control's seeds)."""
-    mean = {key: statistics.fmean(row[key] for row in rows) for key in rows[0]}
-    sd = {key: statistics.stdev(row[key] for row in rows) if len(rows) > 1 else 0.0 for key in rows[0]}
-    return mean, sd
 
 
 @dataclass

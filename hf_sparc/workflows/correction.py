@@ -26,6 +26,7 @@ from hf_sparc.behaviors import BehaviorSet, get_behavior
 from hf_sparc.masks import Masks
 from hf_sparc.reports.correction import correction_tables
 from hf_sparc.reports.render import provenance
+from hf_sparc.reports.statistics import mean_and_sd
 from hf_sparc.reports.writer import new_figure, write_report
 from hf_sparc.workflows._experiment import (
     AURA,
@@ -36,7 +37,6 @@ from hf_sparc.workflows._experiment import (
     Measurement,
     default_controls,
     held_out_note,
-    mean_and_sd,
     prepare_experiment,
 )
 

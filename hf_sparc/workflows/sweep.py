@@ -19,8 +19,9 @@ from torch import nn
 
 from hf_sparc.behaviors import BehaviorSet, get_behavior
 from hf_sparc.masks import Masks
+from hf_sparc.reports.statistics import mean_and_sd
 from hf_sparc.reports.writer import new_figure, write_report
-from hf_sparc.workflows._experiment import CorrectionSettings, held_out_note, mean_and_sd, prepare_experiment
+from hf_sparc.workflows._experiment import CorrectionSettings, held_out_note, prepare_experiment
 
 
 @dataclass
