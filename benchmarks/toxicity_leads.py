@@ -53,7 +53,6 @@ from dataclasses import replace
 
 import hf_sparc
 from hf_sparc.attribution import OBJECTIVES
-from hf_sparc.attribution.expertise import expertise
 from hf_sparc.behaviors import own_references
 from hf_sparc.cli._common import load_model
 from hf_sparc.metrics import Sampling
@@ -215,13 +214,7 @@ def _add_expert_lead(experiment, lrp, selections: dict, rules: dict) -> None:
     """The shipped rule among AurA's experts only (neurons with AUROC > 0.5 for toxic vs non-toxic
     continuations): units that respond more to toxic text, ranked by what LRP says they cause."""
     s = experiment.settings
-    positive, negative = experiment.references.contrast()
-    auroc = expertise(
-        experiment.model, positive, negative, tokenizer=experiment.tokenizer,
-        target_modules=list(s.target_modules) if s.target_modules else None,
-        batch_size=s.batch_size, max_length=s.reference_max_length,
-    )  # fmt: skip
-    experts = {name: scores > 0.5 for name, scores in auroc.items()}
+    experts = {name: scores > 0.5 for name, scores in experiment.expertise().items()}
     undesired, general = lrp.relevance["undesired"], lrp.relevance["general"]
     cut = hf_sparc.select_contrastive(
         undesired, general, count=s.count, protect_general=s.protect_general, pool=experts
@@ -286,20 +279,11 @@ def _add_rounds_lead(experiment, lrp, selections: dict, rules: dict) -> None:
 
 def _add_objective_leads(experiment, objectives: list[str], selections: dict, rules: dict) -> None:
     """The shipped rule on relevance of both reference sets explaining each of ``objectives``."""
-    s = experiment.settings
-    roles = (
-        ("undesired", list(experiment.references), s.reference_max_length),
-        ("general", experiment.general, s.max_length),
-    )
     for objective in objectives:
-        relevance = {role: _lrp(experiment, texts, length, objective) for role, texts, length in roles}
-        name = f"lrp · {objective}"
-        selections[name] = [
-            hf_sparc.select_contrastive(
-                relevance["undesired"], relevance["general"], count=s.count, protect_general=s.protect_general
-            )
-        ]
-        rules[name] = f"own, both relevances explain {objective}"
+        s = replace(experiment.settings, objective=objective)
+        (pruner,) = replace(experiment, settings=s).fit("lrp", s.count)
+        selections[f"lrp · {objective}"] = [pruner.masks]
+        rules[f"lrp · {objective}"] = f"own, both relevances explain {objective}"
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from hf_sparc.attribution.expertise import expertise as neuron_expertise
 from hf_sparc.attribution.objectives import get_objective
 from hf_sparc.attribution.signals import METHODS, get_method
 from hf_sparc.behaviors import (
@@ -34,6 +35,8 @@ from hf_sparc.masks import Masks
 from hf_sparc.metrics import text_nlls
 from hf_sparc.metrics._common import progress_bar
 from hf_sparc.metrics.capability import zero_shot_accuracy
+from hf_sparc.relevance import Relevance
+from hf_sparc.selection import select_aura
 from hf_sparc.tuner.model import apply_masks
 from hf_sparc.workflows.pruner import SparcConfig, SparcPruner
 
@@ -79,8 +82,7 @@ class CorrectionSettings:
     # Signed R with the top half of general relevance protected: the best trade-off measured on
     # SmolLM2 (docs/RESULTS.md); plain Eq. 7 on |R| multiplied perplexity by 5.4.
     absolute: bool = False
-    # What relevance explains (hf_sparc.attribution.objectives), for the main method and every
-    # control with a backward pass: the following tokens' logits, as in the paper.
+    # What relevance explains (hf_sparc.attribution.objectives) for the method and every control.
     objective: str = "next_token"
     protect_general: float = 0.5
     # 0.5 for toxicity and repetition: the paper's RUR threshold, and for toxicity a cut that the
@@ -263,22 +265,23 @@ class BehaviorExperiment:
             for seed in seeds
         ]
 
-    def fit_aura(self, count: int) -> dict[str, Masks]:
-        """AurA's selection and its top-``count`` variant, from expertise on the references'
-        contrast sentences (whole toxic vs non-toxic continuations of the same candidates);
-        empty when the references have no contrast sentences."""
-        from hf_sparc.attribution.expertise import expertise
-        from hf_sparc.selection import select_aura
-
+    def expertise(self) -> Relevance | None:
+        """AurA's expertise (AUROC per MLP neuron) from :meth:`BehaviorSet.contrast` (whole toxic vs
+        non-toxic continuations of the same candidates); None without them."""
         positive, negative = self.references.contrast()
         if not positive or not negative:
-            return {}
+            return None
         s = self.settings
-        scores = expertise(
+        return neuron_expertise(
             self.model, positive, negative, tokenizer=self.tokenizer,
             target_modules=list(s.target_modules) if s.target_modules else None,
             batch_size=s.batch_size, max_length=s.reference_max_length,
         )  # fmt: skip
+
+    def fit_aura(self, count: int) -> dict[str, Masks]:
+        """AurA's selection and its top-``count`` variant from :meth:`expertise` (empty without it)."""
+        if (scores := self.expertise()) is None:
+            return {}
         return {AURA: select_aura(scores), AURA_TOP_K: select_aura(scores, count=count)}
 
     def reference_summary(self) -> dict[str, Any]:
